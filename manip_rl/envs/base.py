@@ -1,0 +1,293 @@
+"""The shared Panda tabletop environment: physics stepping, sensing with noise and latency, action
+mapping through :mod:`manip_rl.policy_io`, domain randomization and rendering. Tasks subclass it and
+write ``_reset_task``, ``_goal_distance`` terms and the goal sampler."""
+
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from manip_rl import policy_io
+from manip_rl.envs import scene
+from manip_rl.envs.randomization import DomainRandomizer, Sample, load_config
+from manip_rl.policy_io import SIM_JOINT_OFFSETS, Sensors
+
+REWARD_TYPES = ("sparse", "dense")
+
+# One flat buffer holds a sensor reading, so noise and bias are one vector operation per step.
+_SENSOR_SLICES = {
+    "joint_pos": slice(0, 7),
+    "joint_vel": slice(7, 14),
+    "ee_pos": slice(14, 17),
+    "gripper_opening": slice(17, 18),
+    "object_pos": slice(18, 21),
+    "object_quat": slice(21, 25),
+}
+_N_SENSE = 25
+_JOINT_POS, _JOINT_VEL, _EE_POS, _GRIPPER, _OBJECT_POS, _OBJECT_QUAT = _SENSOR_SLICES.values()
+_OBJECT = slice(18, 25)
+
+
+class PandaEnv(gym.Env):
+    """Base class; see the task classes for the user documentation."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1 / scene.CONTROL_PERIOD))}
+    task: str = ""
+    has_gripper: bool = False
+    # Goal-independent reward terms (names in info["reward_terms"]), summed by compute_reward.
+    goal_free_terms: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        reward_type: str = "sparse",
+        action_mode: str = policy_io.JOINT_DELTA,
+        randomization: Any = None,
+        render_mode: str | None = None,
+        distance_threshold: float = 0.05,
+        width: int = 480,
+        height: int = 480,
+    ) -> None:
+        if reward_type not in REWARD_TYPES:
+            raise ValueError(f"reward_type={reward_type!r}: use one of {REWARD_TYPES}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r}: use None or 'rgb_array'")
+        self.reward_type = reward_type
+        self.distance_threshold = float(distance_threshold)
+        self.render_mode = render_mode
+        self._width, self._height = width, height
+        self._renderer: mujoco.Renderer | None = None
+
+        self.model, self.ids = scene.build_model(self.task)
+        self.data = mujoco.MjData(self.model)
+        self.action_spec = policy_io.make_action_spec(action_mode, gripper=self.has_gripper)
+        self.layout = policy_io.make_layout(self.task, self.action_spec.dim)
+        self.control_period = scene.CONTROL_PERIOD
+        self.obs_slices = self.layout.slices()
+        self.randomization_config = load_config(randomization, self.task)
+        self._randomizer = (
+            DomainRandomizer(self.model, self.ids, self.randomization_config)
+            if self.randomization_config is not None
+            else None
+        )
+        self.randomization_sample: Sample | None = None
+
+        goal_space = gym.spaces.Box(-np.inf, np.inf, (self.layout.goal_dim,), np.float32)
+        self.observation_space = gym.spaces.Dict(
+            {
+                "observation": gym.spaces.Box(-np.inf, np.inf, (self.layout.obs_dim,), np.float32),
+                "achieved_goal": goal_space,
+                "desired_goal": goal_space,
+            }
+        )
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (self.action_spec.dim,), np.float32)
+
+        self.goal = np.zeros(3)
+        self._prev_action = np.zeros(self.action_spec.dim)
+        self._sensor_history: collections.deque[Sensors] = collections.deque(maxlen=1)
+        self._command_queue: collections.deque = collections.deque(maxlen=1)
+        self._observed: Sensors | None = None
+        self._jacp = np.zeros((3, self.model.nv))
+        self._noise_vec: np.ndarray | None = None  # per-step noise std of each sensor entry
+        self._bias_vec = np.zeros(_N_SENSE)  # this episode's sensor bias
+        self._action_noise = 0.0
+        self._rng = self.np_random
+
+    # ----------------------------------------------------------------- Gymnasium API
+    def reset(
+        self, *, seed: int | None = None, options: Mapping | None = None
+    ) -> tuple[dict[str, np.ndarray], dict]:
+        super().reset(seed=seed)
+        self._rng = self.np_random
+        m, d, ids = self.model, self.data, self.ids
+        info: dict[str, Any] = {}
+        obs_latency = act_latency = 0
+        if self._randomizer is not None:
+            cfg = self.randomization_config
+            self.randomization_sample = self._randomizer.sample(self.np_random)
+            self._randomizer.apply(self.randomization_sample)
+            self._noise_vec, self._bias_vec = np.zeros(_N_SENSE), np.zeros(_N_SENSE)
+            for key, std in cfg.observation_noise.items():
+                self._noise_vec[_SENSOR_SLICES[key]] = std
+            for key, bias in self.randomization_sample.observation_bias.items():
+                self._bias_vec[_SENSOR_SLICES[key]] = bias
+            self._action_noise = cfg.action_noise
+            obs_latency = self.randomization_sample.observation_latency
+            act_latency = self.randomization_sample.action_latency
+            info["randomization"] = self.randomization_sample.to_info()
+
+        mujoco.mj_resetData(m, d)
+        q = policy_io.PANDA_HOME + self.np_random.uniform(-0.05, 0.05, 7)
+        d.qpos[ids.arm_qpos] = q - SIM_JOINT_OFFSETS
+        d.ctrl[ids.arm_actuators] = q - SIM_JOINT_OFFSETS
+        opening = self._initial_gripper_opening()
+        d.qpos[ids.finger_qpos] = opening / 2
+        d.ctrl[ids.finger_actuators] = opening / 2
+        self._reset_task(options or {})
+        m.site_pos[ids.goal_site] = self.goal
+        mujoco.mj_forward(m, d)
+
+        self._prev_action = np.zeros(self.action_spec.dim)
+        self._sensor_history = collections.deque(maxlen=obs_latency + 1)
+        self._command_queue = collections.deque(maxlen=act_latency + 1)
+        first = self._measure()
+        for _ in range(obs_latency + 1):
+            self._sensor_history.append(first)
+        hold = (q.copy(), opening if self.has_gripper else None)
+        for _ in range(act_latency):
+            self._command_queue.append(hold)
+        obs = self._observation()
+        info["is_success"] = float(self._is_success())
+        return obs, info
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != self.action_space.shape:
+            raise ValueError(
+                f"action has shape {a.shape}; {self.spec.id if self.spec else self.task} "
+                f"takes {self.action_space.shape}"
+            )
+        a = policy_io.sanitize_action(a)
+        applied = a
+        if self._action_noise > 0:
+            noise = self._action_noise * self._rng.standard_normal(a.shape[0])
+            applied = np.minimum(np.maximum(a + noise, -1.0), 1.0)
+        # Targets are computed from the joint positions the policy observed, as on the robot.
+        jac = self._ee_jacobian() if self.action_spec.mode == policy_io.EE_DELTA else None
+        self._command_queue.append(
+            policy_io.action_to_joint_targets(
+                self.action_spec, applied, self._observed.joint_pos, jac
+            )
+        )
+        targets, gripper = self._command_queue[0]  # actuator latency: the oldest command
+        d, ids = self.data, self.ids
+        d.ctrl[ids.arm_actuators] = targets - SIM_JOINT_OFFSETS
+        if gripper is not None:
+            d.ctrl[ids.finger_actuators] = 0.5 * gripper
+        mujoco.mj_step(self.model, d, nstep=scene.SUBSTEPS)
+        # mj_step leaves body positions at the start of the last substep; refresh them so the
+        # observation and reward see the state the physics reached (Gymnasium #821).
+        mujoco.mj_kinematics(self.model, d)
+
+        self._prev_action = a
+        self._sensor_history.append(self._measure())
+        obs = self._observation()
+        terms = self._goal_free_reward_terms(obs)
+        diff = obs["achieved_goal"] - obs["desired_goal"]
+        terms[self._goal_term_name] = float(self._goal_term(np.sqrt(diff @ diff)))
+        reward = sum(terms.values())
+        info = {"is_success": float(self._is_success()), "reward_terms": terms}
+        # Manipulation tasks here have no terminal state: the episode ends only by the time
+        # limit in the registration (truncation, never termination; SB3 #633).
+        return obs, reward, False, False, info
+
+    def compute_reward(
+        self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any
+    ) -> np.ndarray | float:
+        """Reward for (batches of) goals; ``info`` may be one dict, a sequence of dicts or None.
+
+        Vectorized so SB3's HER replay buffer can relabel goals in one call.
+        """
+        diff = np.asarray(achieved_goal, dtype=np.float32) - np.asarray(desired_goal, dtype=np.float32)
+        goal_term = self._goal_term(np.sqrt(np.sum(diff * diff, axis=-1)))
+        if not self.goal_free_terms or info is None:
+            return goal_term
+        if isinstance(info, Mapping):
+            return goal_term + sum(info["reward_terms"][k] for k in self.goal_free_terms)
+        extra = [sum(i["reward_terms"][k] for k in self.goal_free_terms) for i in info]
+        return goal_term + np.asarray(extra, dtype=np.float32)
+
+    def _goal_term(self, distance: np.ndarray) -> np.ndarray:
+        """-1 until the goal is within the threshold (sparse), or minus the distance (dense)."""
+        if self.reward_type == "sparse":
+            return -(distance > self.distance_threshold).astype(np.float32)
+        return -np.asarray(distance, dtype=np.float32)
+
+    @property
+    def _goal_term_name(self) -> str:
+        return "goal_reached" if self.reward_type == "sparse" else "goal_distance"
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(self.model, self._height, self._width)
+        self._renderer.update_scene(self.data, camera="front")
+        return self._renderer.render()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    # ----------------------------------------------------------------- sensing
+    def _measure(self) -> Sensors:
+        """What the robot's sensors read now: true state plus per-step noise and episode bias."""
+        d, ids, v = self.data, self.ids, np.empty(_N_SENSE)
+        v[_JOINT_POS] = d.qpos[ids.arm_qpos]
+        v[_JOINT_POS] += SIM_JOINT_OFFSETS
+        v[_JOINT_VEL] = d.qvel[ids.arm_dof]
+        v[_EE_POS] = d.site_xpos[ids.ee_site]
+        v[_GRIPPER] = d.qpos[ids.finger_qpos].sum()
+        has_object = ids.object_body >= 0
+        if has_object:
+            v[_OBJECT] = d.qpos[ids.object_qpos : ids.object_qpos + 7]
+        if self._noise_vec is not None:
+            v += self._noise_vec * self._rng.standard_normal(_N_SENSE) + self._bias_vec
+        return Sensors(
+            joint_pos=v[_JOINT_POS],
+            joint_vel=v[_JOINT_VEL],
+            ee_pos=v[_EE_POS],
+            gripper_opening=float(v[_GRIPPER.start]),
+            object_pos=v[_OBJECT_POS] if has_object else None,
+            object_quat=v[_OBJECT_QUAT] if has_object else None,
+        )
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        self._observed = self._sensor_history[0]
+        return policy_io.build_observation(self.layout, self._observed, self.goal, self._prev_action)
+
+    def _ee_jacobian(self) -> np.ndarray:
+        mujoco.mj_comPos(self.model, self.data)
+        mujoco.mj_jacSite(self.model, self.data, self._jacp, None, self.ids.ee_site)
+        return self._jacp[:, self.ids.arm_dof]
+
+    # ----------------------------------------------------------------- task hooks
+    def _initial_gripper_opening(self) -> float:
+        return policy_io.GRIPPER_MAX_OPENING
+
+    def _reset_task(self, options: Mapping) -> None:
+        raise NotImplementedError
+
+    def _achieved_true(self) -> np.ndarray:
+        """The true (noise-free) achieved goal, for success."""
+        raise NotImplementedError
+
+    def _is_success(self) -> bool:
+        diff = self._achieved_true() - self.goal
+        return bool(np.sqrt(diff @ diff) < self.distance_threshold)
+
+    def _goal_free_reward_terms(self, obs: Mapping[str, np.ndarray]) -> dict[str, float]:
+        return {}
+
+    # ----------------------------------------------------------------- helpers for tasks
+    @property
+    def ee_position(self) -> np.ndarray:
+        """True end-effector position (m, base frame)."""
+        return self.data.site_xpos[self.ids.ee_site].copy()
+
+    @property
+    def object_position(self) -> np.ndarray:
+        o = self.ids.object_qpos
+        return self.data.qpos[o : o + 3].copy()
+
+    def _set_object(self, xy: Sequence[float]) -> None:
+        o = self.ids.object_qpos
+        half = float(self.model.geom_size[self.ids.object_geom, 2])
+        self.data.qpos[o : o + 3] = (xy[0], xy[1], half)
+        self.data.qpos[o + 3 : o + 7] = (1.0, 0.0, 0.0, 0.0)

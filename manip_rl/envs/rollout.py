@@ -1,0 +1,81 @@
+"""``manip-rl rollout``: run a scripted (or random) controller on a randomized task, print the
+success rate and write a video."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import gymnasium as gym
+from tqdm import tqdm
+
+from manip_rl.envs import env_ids
+from manip_rl.envs.scripted import scripted_policy
+from manip_rl.media import write_video
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", default="manip_rl/PandaPush-v0", choices=env_ids(), help="environment id")
+    p.add_argument("--episodes", type=int, default=10, help="number of episodes")
+    p.add_argument("--controller", choices=("scripted", "random"), default="scripted")
+    p.add_argument("--randomization", default="default",
+                   help="'default' (the task's shipped ranges), 'none', or a YAML path")
+    p.add_argument("--action-mode", choices=("joint_delta", "ee_delta"), default="joint_delta")
+    p.add_argument("--video", default="rollout.mp4",
+                   help="video of the first episodes (.mp4 or .gif); '' for none")
+    p.add_argument("--video-episodes", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate (sound at 0% and 100%, unlike the normal one)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.episodes < 1:
+        raise SystemExit("--episodes must be at least 1")
+    want_video = bool(args.video) and args.video_episodes > 0
+    env = gym.make(
+        args.env,
+        randomization=args.randomization,
+        action_mode=args.action_mode,
+        render_mode="rgb_array" if want_video else None,
+    )
+    policy = scripted_policy(env) if args.controller == "scripted" else None
+    frames, successes = [], 0
+    for ep in tqdm(range(args.episodes), desc=f"{args.controller} on {args.env}", unit="ep"):
+        obs, _ = env.reset(seed=args.seed + ep)
+        record = want_video and ep < args.video_episodes
+        done = False
+        while not done:
+            action = policy(obs) if policy else env.action_space.sample()
+            obs, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+            if record:
+                frames.append(env.render())
+        successes += int(info["is_success"])
+    lo, hi = wilson_interval(successes, args.episodes)
+    print(
+        f"{args.env} ({args.controller}, randomization={args.randomization}): success "
+        f"{successes}/{args.episodes} = {successes / args.episodes:.0%} (95% CI {lo:.0%}-{hi:.0%})"
+    )
+    if frames:
+        path = write_video(args.video, frames, fps=env.metadata["render_fps"])
+        print(f"video: {path} ({len(frames)} frames)")
+    env.close()
+    return 0
+
+
+def main() -> None:  # pragma: no cover
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    raise SystemExit(run(p.parse_args()))
+
+

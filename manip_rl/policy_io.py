@@ -1,0 +1,338 @@
+"""The observation/action contract shared by the envs, the export and the ROS 2 bridge.
+
+The most important rule of sim-to-real: the observation a policy sees on the robot is built by the
+same code that built it in training, and its action is turned into joint targets by the same code.
+This module is that code. It needs numpy only; forward kinematics for the robot side lives in
+:class:`PandaKinematics`, which imports MuJoCo lazily.
+
+Conventions
+-----------
+* Joint positions are in the **real Franka convention** (``panda_joint1..7``, zero as in Franka's
+  datasheet), not in the convention of the MJCF the simulator loads. gymnasium-robotics' kitchen
+  Franka model rotates the zero of joints 6 and 7 (by pi/2 and pi/4); :data:`SIM_JOINT_OFFSETS`
+  converts, and only the simulator applies it. A policy therefore sees on a real arm exactly the
+  joint values it saw in training.
+* Gripper opening is the distance between the two fingers, in metres (0 .. 0.08).
+* Positions are metres in the robot base frame; quaternions are ``w, x, y, z``.
+* Actions are in ``[-1, 1]``; :func:`action_to_joint_targets` maps them to clipped joint targets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+PANDA_JOINT_NAMES: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8))
+PANDA_FINGER_JOINT_NAMES: tuple[str, ...] = ("panda_finger_joint1", "panda_finger_joint2")
+# Simulator joint = robot joint - offset (gymnasium-robotics chain.xml rotates link6 by an extra
+# pi/2 about z and link7 by pi/4; checked by forward kinematics in tests/test_policy_io.py).
+SIM_JOINT_OFFSETS = np.array([0.0, 0.0, 0.0, 0.0, 0.0, np.pi / 2, np.pi / 4])
+# Franka's "ready" pose (franka_ros2 / libfranka examples): end effector pointing down.
+PANDA_HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+# Joint limits: the tighter of Franka's datasheet and the simulated model's ranges (robot
+# convention); the action mapper never commands outside them.
+PANDA_JOINT_LOWER = np.array([-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0865, -2.1119])
+PANDA_JOINT_UPPER = np.array([2.8973, 1.7628, 2.8973, -0.4000, 2.8973, 3.6835, 2.8973])
+GRIPPER_MAX_OPENING = 0.08  # metres between the fingers, Franka Hand datasheet
+
+JOINT_DELTA = "joint_delta"
+EE_DELTA = "ee_delta"
+ACTION_MODES = (JOINT_DELTA, EE_DELTA)
+
+
+@dataclasses.dataclass(frozen=True)
+class ObsField:
+    """One named block of the flat observation vector."""
+
+    name: str
+    size: int
+    unit: str
+    description: str
+
+
+_FIELDS = {
+    f.name: f
+    for f in (
+        ObsField("joint_pos", 7, "rad", "arm joint positions, Franka convention"),
+        ObsField("joint_vel", 7, "rad/s", "arm joint velocities"),
+        ObsField("gripper_opening", 1, "m", "distance between the fingers"),
+        ObsField("ee_pos", 3, "m", "end-effector (TCP) position in the base frame"),
+        ObsField("object_pos", 3, "m", "object position in the base frame"),
+        ObsField("object_rel_pos", 3, "m", "object position minus end-effector position"),
+        ObsField("object_quat", 4, "1", "object orientation, w x y z"),
+        ObsField("prev_action", 0, "1", "the action applied at the previous step, in [-1, 1]"),
+        ObsField("goal", 3, "m", "goal position in the base frame"),
+    )
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ObsLayout:
+    """Ordered fields of a task's observation and of its goals.
+
+    ``flat`` is the vector a policy file takes: SB3 flattens a Dict observation in sorted key
+    order, so the flat vector is ``achieved_goal | desired_goal | observation``.
+    """
+
+    task: str
+    observation: tuple[ObsField, ...]
+    achieved_goal: ObsField
+    desired_goal: ObsField
+
+    @property
+    def obs_dim(self) -> int:
+        return sum(f.size for f in self.observation)
+
+    @property
+    def goal_dim(self) -> int:
+        return self.achieved_goal.size
+
+    @property
+    def flat_dim(self) -> int:
+        return self.obs_dim + 2 * self.goal_dim
+
+    def flat_fields(self) -> list[dict]:
+        """The flat vector's fields in order, as JSON-ready dicts (``start`` is the offset)."""
+        out, start = [], 0
+        parts = [("achieved_goal", self.achieved_goal), ("desired_goal", self.desired_goal)]
+        parts += [("observation", f) for f in self.observation]
+        for key, f in parts:
+            out.append(
+                {
+                    "key": key,
+                    "name": f.name,
+                    "size": f.size,
+                    "start": start,
+                    "unit": f.unit,
+                    "description": f.description,
+                }
+            )
+            start += f.size
+        return out
+
+    def slices(self) -> dict[str, slice]:
+        """Slices of each field inside the ``observation`` vector."""
+        out, start = {}, 0
+        for f in self.observation:
+            out[f.name] = slice(start, start + f.size)
+            start += f.size
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionSpec:
+    """How an action in [-1, 1] becomes joint targets."""
+
+    mode: str
+    joint_names: tuple[str, ...]
+    joint_scale: float  # rad per step for a full action, joint_delta mode
+    ee_scale: float  # metres per step for a full action, ee_delta mode
+    lower: np.ndarray
+    upper: np.ndarray
+    home: np.ndarray
+    gripper: bool
+
+    @property
+    def dim(self) -> int:
+        arm = 7 if self.mode == JOINT_DELTA else 3
+        return arm + (1 if self.gripper else 0)
+
+    def to_json(self) -> dict:
+        return {
+            "mode": self.mode,
+            "joint_names": list(self.joint_names),
+            "gripper_joint_names": list(PANDA_FINGER_JOINT_NAMES) if self.gripper else [],
+            "joint_scale_rad": self.joint_scale,
+            "ee_scale_m": self.ee_scale,
+            "lower": self.lower.tolist(),
+            "upper": self.upper.tolist(),
+            "home": self.home.tolist(),
+            "gripper": self.gripper,
+            "gripper_max_opening_m": GRIPPER_MAX_OPENING,
+            "dim": self.dim,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> ActionSpec:
+        return cls(
+            mode=d["mode"],
+            joint_names=tuple(d["joint_names"]),
+            joint_scale=float(d["joint_scale_rad"]),
+            ee_scale=float(d["ee_scale_m"]),
+            lower=np.asarray(d["lower"], dtype=np.float64),
+            upper=np.asarray(d["upper"], dtype=np.float64),
+            home=np.asarray(d["home"], dtype=np.float64),
+            gripper=bool(d["gripper"]),
+        )
+
+
+def make_action_spec(mode: str = JOINT_DELTA, gripper: bool = False) -> ActionSpec:
+    if mode not in ACTION_MODES:
+        raise ValueError(f"action mode {mode!r} is unknown: use one of {ACTION_MODES}")
+    return ActionSpec(
+        mode=mode,
+        joint_names=PANDA_JOINT_NAMES,
+        joint_scale=0.1,
+        ee_scale=0.03,
+        lower=PANDA_JOINT_LOWER.copy(),
+        upper=PANDA_JOINT_UPPER.copy(),
+        home=PANDA_HOME.copy(),
+        gripper=gripper,
+    )
+
+
+def make_layout(task: str, action_dim: int) -> ObsLayout:
+    """The observation layout of a task: ``reach``, ``push`` or ``pick_place``."""
+    prev = dataclasses.replace(_FIELDS["prev_action"], size=action_dim)
+    arm = [_FIELDS["joint_pos"], _FIELDS["joint_vel"]]
+    if task == "reach":
+        fields = (*arm, _FIELDS["ee_pos"], prev)
+        achieved = dataclasses.replace(_FIELDS["ee_pos"], name="ee_pos")
+    elif task in ("push", "pick_place"):
+        fields = (
+            *arm,
+            _FIELDS["gripper_opening"],
+            _FIELDS["ee_pos"],
+            _FIELDS["object_pos"],
+            _FIELDS["object_rel_pos"],
+            _FIELDS["object_quat"],
+            prev,
+        )
+        achieved = _FIELDS["object_pos"]
+    else:
+        raise ValueError(f"task {task!r} is unknown: use reach, push or pick_place")
+    return ObsLayout(task, fields, achieved, _FIELDS["goal"])
+
+
+@dataclasses.dataclass
+class Sensors:
+    """What a robot (or the simulator) measures at one instant, robot convention."""
+
+    joint_pos: np.ndarray
+    joint_vel: np.ndarray
+    ee_pos: np.ndarray
+    gripper_opening: float = 0.0
+    object_pos: np.ndarray | None = None
+    object_quat: np.ndarray | None = None
+
+
+def build_observation(
+    layout: ObsLayout, sensors: Sensors, goal: np.ndarray, prev_action: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The GoalEnv observation dict from sensor readings; the one builder used everywhere."""
+    parts = []
+    for f in layout.observation:
+        name = f.name
+        if name == "gripper_opening":
+            parts.append((sensors.gripper_opening,))
+        elif name == "object_rel_pos":
+            parts.append(_required(sensors.object_pos, "object_pos") - sensors.ee_pos)
+        elif name == "prev_action":
+            parts.append(prev_action)
+        else:
+            parts.append(_required(getattr(sensors, name), name))
+    achieved = sensors.ee_pos if layout.achieved_goal.name == "ee_pos" else sensors.object_pos
+    return {
+        "observation": np.concatenate(parts, dtype=np.float32),
+        "achieved_goal": np.array(_required(achieved, "object_pos"), dtype=np.float32),
+        "desired_goal": np.array(goal, dtype=np.float32),
+    }
+
+
+def _required(value: np.ndarray | None, name: str) -> np.ndarray:
+    if value is None:
+        raise ValueError(f"this task's observation needs {name}, but the sensors gave none")
+    return np.asarray(value)
+
+
+def flatten_observation(obs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The flat policy input: ``achieved_goal | desired_goal | observation`` (SB3's order)."""
+    return np.concatenate(
+        [obs["achieved_goal"], obs["desired_goal"], obs["observation"]], axis=-1
+    ).astype(np.float32)
+
+
+def action_to_joint_targets(
+    spec: ActionSpec,
+    action: np.ndarray,
+    joint_pos: np.ndarray,
+    ee_jacobian: np.ndarray | None = None,
+) -> tuple[np.ndarray, float | None]:
+    """Map an action in [-1, 1] to (arm joint targets, gripper opening or None).
+
+    ``joint_delta``: target = measured position + ``joint_scale`` * action, clipped to the limits.
+    ``ee_delta``: the end-effector displacement ``ee_scale`` * action is turned into joint
+    displacements by damped least squares on the 3x7 position Jacobian ``ee_jacobian`` (robot
+    joints). Non-finite actions are treated as zero (hold), never passed on.
+    """
+    a = np.asarray(action, dtype=np.float64)
+    if a.shape != (spec.dim,):
+        raise ValueError(f"action has shape {a.shape}, the policy's action spec needs ({spec.dim},)")
+    a = sanitize_action(a)
+    if spec.mode == JOINT_DELTA:
+        dq = spec.joint_scale * a[:7]
+    else:
+        if ee_jacobian is None:
+            raise ValueError("ee_delta actions need the end-effector Jacobian")
+        dq = damped_least_squares(ee_jacobian, spec.ee_scale * a[:3])
+    targets = np.minimum(np.maximum(joint_pos + dq, spec.lower), spec.upper)
+    gripper = None
+    if spec.gripper:
+        gripper = float((a[-1] + 1.0) * 0.5 * GRIPPER_MAX_OPENING)
+    return targets, gripper
+
+
+def sanitize_action(action: np.ndarray) -> np.ndarray:
+    """Non-finite entries become 0 (hold), the rest is clipped to [-1, 1]."""
+    if not np.isfinite(action).all():
+        action = np.where(np.isfinite(action), action, 0.0)
+    return np.minimum(np.maximum(action, -1.0), 1.0)
+
+
+def damped_least_squares(jac: np.ndarray, dx: np.ndarray, damping: float = 0.05) -> np.ndarray:
+    """Joint displacement dq minimising |J dq - dx|^2 + damping^2 |dq|^2."""
+    jjt = jac @ jac.T + (damping**2) * np.eye(jac.shape[0])
+    return jac.T @ np.linalg.solve(jjt, dx)
+
+
+class PandaKinematics:
+    """Forward kinematics and the TCP Jacobian of the simulated Panda, for the robot side and for
+    scripted controllers. Uses the environments' MuJoCo model; robot convention in and out."""
+
+    def __init__(self) -> None:
+        import mujoco
+
+        from manip_rl.envs.scene import build_model
+
+        self._mj = mujoco
+        self.model, self.ids = build_model("reach")
+        self.data = mujoco.MjData(self.model)
+        self._jacp = np.zeros((3, self.model.nv))
+        self._jacr = np.zeros((3, self.model.nv))
+
+    def _set(self, joint_pos: Sequence[float]) -> None:
+        self.data.qpos[self.ids.arm_qpos] = np.asarray(joint_pos) - SIM_JOINT_OFFSETS
+        self._mj.mj_kinematics(self.model, self.data)
+
+    def ee_pos(self, joint_pos: Sequence[float]) -> np.ndarray:
+        """TCP position (m, base frame)."""
+        self._set(joint_pos)
+        return self.data.site_xpos[self.ids.ee_site].copy()
+
+    def ee_pose(self, joint_pos: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        """TCP position and 3x3 rotation matrix."""
+        self._set(joint_pos)
+        s = self.ids.ee_site
+        return self.data.site_xpos[s].copy(), self.data.site_xmat[s].reshape(3, 3).copy()
+
+    def ee_jacobian(self, joint_pos: Sequence[float], rotation: bool = False) -> np.ndarray:
+        """3x7 position Jacobian of the TCP (6x7 with ``rotation``: angular rows below)."""
+        self._set(joint_pos)
+        self._mj.mj_comPos(self.model, self.data)
+        self._mj.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self.ids.ee_site)
+        cols = self.ids.arm_dof
+        if rotation:
+            return np.vstack([self._jacp[:, cols], self._jacr[:, cols]])
+        return self._jacp[:, cols].copy()

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Sets up everything manip_rl needs on a fresh Debian machine with Python 3.11: the system
+# library for offscreen rendering, a virtual environment in .venv, and the project with its
+# ROS 2, ONNX and development extras. Safe to run again; it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! ldconfig -p 2>/dev/null | grep -q libOSMesa; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "setup: installing libosmesa6 (offscreen rendering without a GPU)"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libosmesa6 >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+"$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), "manip_rl needs Python 3.11 (the ROS 2 wheels are built for it)"'
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
+.venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[ros,onnx,dev]"
+echo "setup: done (.venv)"
