@@ -11,7 +11,10 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("manip_rl.demo", "the main job, end to end on embedded defaults"),
-    "rollout": ("manip_rl.envs.rollout", "run a scripted or random controller, print success, write a video"),
+    "rollout": (
+        "manip_rl.envs.rollout",
+        "run a scripted or random controller, print success, write a video",
+    ),
     "envs": ("manip_rl.envs.listing", "list the registered environments and their spaces"),
     "train": ("manip_rl.policies.train", "train a policy (PPO by default) on a task"),
     "eval": ("manip_rl.policies.evaluate", "success rate of a run with a 95%% interval"),
@@ -29,7 +32,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Domain-randomized manipulation: train, export and serve policies.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in COMMANDS.items():
+    for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
             _load(name).add_arguments(p)
@@ -42,11 +45,13 @@ def _load(name: str):
         return importlib.import_module(module)
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("manip_rl"):
-            raise SystemExit(f"manip-rl {name}: this command is not part of this build yet ({e.name})")
+            raise SystemExit(
+                f"manip-rl {name}: this command is not part of this build yet ({e.name})"
+            ) from e
         raise SystemExit(
             f"manip-rl {name}: a dependency is missing ({e.name}); install the project with "
             f"`pip install -e .[ros,onnx]` (see README)"
-        )
+        ) from e
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,9 @@ def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: int)
         if ext == ".gif":
             imageio.mimsave(tmp, [np.asarray(f) for f in frames], duration=1000 / fps, loop=0)
         else:
-            with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=7, macro_block_size=8) as w:
+            with imageio.get_writer(
+                tmp, fps=fps, codec="libx264", quality=7, macro_block_size=8
+            ) as w:
                 for f in frames:
                     w.append_data(np.asarray(f))
     return path

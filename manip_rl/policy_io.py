@@ -269,7 +269,9 @@ def action_to_joint_targets(
     """
     a = np.asarray(action, dtype=np.float64)
     if a.shape != (spec.dim,):
-        raise ValueError(f"action has shape {a.shape}, the policy's action spec needs ({spec.dim},)")
+        raise ValueError(
+            f"action has shape {a.shape}, the policy's action spec needs ({spec.dim},)"
+        )
     a = sanitize_action(a)
     if spec.mode == JOINT_DELTA:
         dq = spec.joint_scale * a[:7]

@@ -5,7 +5,6 @@ write ``_reset_task``, ``_goal_distance`` terms and the goal sampler."""
 from __future__ import annotations
 
 import collections
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -193,7 +192,9 @@ class PandaEnv(gym.Env):
 
         Vectorized so SB3's HER replay buffer can relabel goals in one call.
         """
-        diff = np.asarray(achieved_goal, dtype=np.float32) - np.asarray(desired_goal, dtype=np.float32)
+        diff = np.asarray(achieved_goal, dtype=np.float32) - np.asarray(
+            desired_goal, dtype=np.float32
+        )
         goal_term = self._goal_term(np.sqrt(np.sum(diff * diff, axis=-1)))
         if not self.goal_free_terms or info is None:
             return goal_term
@@ -250,7 +251,9 @@ class PandaEnv(gym.Env):
 
     def _observation(self) -> dict[str, np.ndarray]:
         self._observed = self._sensor_history[0]
-        return policy_io.build_observation(self.layout, self._observed, self.goal, self._prev_action)
+        return policy_io.build_observation(
+            self.layout, self._observed, self.goal, self._prev_action
+        )
 
     def _ee_jacobian(self) -> np.ndarray:
         mujoco.mj_comPos(self.model, self.data)

@@ -24,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
         )
         if args.layout:
             for f in base.layout.flat_fields():
-                print(f"    [{f['start']:2d}:{f['start'] + f['size']:2d}] {f['key']}.{f['name']} ({f['unit']})")
+                print(
+                    f"    [{f['start']:2d}:{f['start'] + f['size']:2d}] {f['key']}.{f['name']} ({f['unit']})"
+                )
         env.close()
     return 0

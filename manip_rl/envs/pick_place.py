@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
-
 from manip_rl.envs.push import GOAL_RANGE, OBJECT_CENTER, OBJECT_RANGE, PandaPushEnv
 
 MAX_GOAL_HEIGHT = 0.25  # m above the table (FetchPickAndPlace: 0.45 with a taller reach)

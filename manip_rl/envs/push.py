@@ -54,7 +54,11 @@ class PandaPushEnv(PandaEnv):
     def _reset_task(self, options: Mapping) -> None:
         rng = self.np_random
         obj = options.get("object_xy")
-        obj = np.asarray(obj, float) if obj is not None else OBJECT_CENTER + rng.uniform(-OBJECT_RANGE, OBJECT_RANGE, 2)
+        obj = (
+            np.asarray(obj, float)
+            if obj is not None
+            else OBJECT_CENTER + rng.uniform(-OBJECT_RANGE, OBJECT_RANGE, 2)
+        )
         self._set_object(obj)
         goal = options.get("goal")
         if goal is None:

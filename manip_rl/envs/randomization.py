@@ -46,11 +46,25 @@ PHYSICS_KEYS = {
     "object_size": "edge length of the cube (one factor for all three edges)",
     "gravity": "gravity vector, per axis (m/s^2)",
 }
-_NON_NEGATIVE = {"link_mass", "object_mass", "friction", "joint_damping", "armature",
-                 "frictionloss", "actuator_gain", "object_size"}
+_NON_NEGATIVE = {
+    "link_mass",
+    "object_mass",
+    "friction",
+    "joint_damping",
+    "armature",
+    "frictionloss",
+    "actuator_gain",
+    "object_size",
+}
 SENSOR_KEYS = ("joint_pos", "joint_vel", "ee_pos", "gripper_opening", "object_pos", "object_quat")
-TOP_KEYS = ("physics", "observation_noise", "observation_bias", "action_noise",
-            "action_latency", "observation_latency")
+TOP_KEYS = (
+    "physics",
+    "observation_noise",
+    "observation_bias",
+    "action_noise",
+    "action_latency",
+    "observation_latency",
+)
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "randomization")
 
 
@@ -134,7 +148,9 @@ class RandomizationConfig:
             observation_noise=noise,
             observation_bias=bias,
             action_noise=action_noise,
-            action_latency=_parse_latency(d.get("action_latency", [0, 0]), "action_latency", source),
+            action_latency=_parse_latency(
+                d.get("action_latency", [0, 0]), "action_latency", source
+            ),
             observation_latency=_parse_latency(
                 d.get("observation_latency", [0, 0]), "observation_latency", source
             ),
@@ -148,7 +164,9 @@ def _parse_range(key: str, spec: Any, source: str) -> Range:
             f"{where}: unknown physics quantity; known: {sorted(PHYSICS_KEYS)}"
         )
     if not isinstance(spec, Mapping):
-        raise RandomizationConfigError(f"{where}: expected {{dist, op, range}} or {{dist, op, mean, std}}")
+        raise RandomizationConfigError(
+            f"{where}: expected {{dist, op, range}} or {{dist, op, mean, std}}"
+        )
     extra = set(spec) - {"dist", "op", "range", "mean", "std"}
     if extra:
         raise RandomizationConfigError(f"{where}: unknown key(s) {sorted(extra)}")
@@ -160,8 +178,12 @@ def _parse_range(key: str, spec: Any, source: str) -> Range:
     if dist == "normal":
         if "mean" not in spec or "std" not in spec:
             raise RandomizationConfigError(f"{where}: a normal distribution needs mean and std")
-        r = Range(dist, op, mean=_number(spec["mean"], where + ".mean"),
-                  std=_number(spec["std"], where + ".std"))
+        r = Range(
+            dist,
+            op,
+            mean=_number(spec["mean"], where + ".mean"),
+            std=_number(spec["std"], where + ".std"),
+        )
         if r.std <= 0:
             raise RandomizationConfigError(f"{where}.std: must be > 0, got {r.std}")
     else:
@@ -208,13 +230,17 @@ def _parse_latency(v: Any, key: str, source: str) -> tuple[int, int]:
         or len(v) != 2
         or not all(isinstance(x, int) and not isinstance(x, bool) for x in v)
     ):
-        raise RandomizationConfigError(f"{source}: {key}: expected [min, max] control steps (integers)")
+        raise RandomizationConfigError(
+            f"{source}: {key}: expected [min, max] control steps (integers)"
+        )
     if v[0] < 0 or v[1] < v[0]:
         raise RandomizationConfigError(
             f"{source}: {key}: [{v[0]}, {v[1]}] is negative or inverted; use 0 <= min <= max"
         )
     if v[1] > 10:
-        raise RandomizationConfigError(f"{source}: {key}: more than 10 control steps (0.4 s) of delay")
+        raise RandomizationConfigError(
+            f"{source}: {key}: more than 10 control steps (0.4 s) of delay"
+        )
     return int(v[0]), int(v[1])
 
 
@@ -227,11 +253,15 @@ def _number(v: Any, where: str) -> float:
 def _non_negative(v: Any, key: str, source: str) -> float:
     x = _number(v, f"{source}: {key}")
     if x < 0:
-        raise RandomizationConfigError(f"{source}: {key}: a standard deviation cannot be negative ({x})")
+        raise RandomizationConfigError(
+            f"{source}: {key}: a standard deviation cannot be negative ({x})"
+        )
     return x
 
 
-def load_config(spec: str | os.PathLike | Mapping | RandomizationConfig | None, task: str) -> RandomizationConfig | None:
+def load_config(
+    spec: str | os.PathLike | Mapping | RandomizationConfig | None, task: str
+) -> RandomizationConfig | None:
     """Resolve a ``randomization=`` argument: None/"none"/False (off), "default" (the task's
     shipped ranges), a YAML path, a dict, or a :class:`RandomizationConfig`."""
     if spec is None or spec is False or spec == "none":
@@ -270,8 +300,14 @@ class Sample:
         }
 
 
-_SENSOR_SIZES = {"joint_pos": 7, "joint_vel": 7, "ee_pos": 3, "gripper_opening": 1,
-                 "object_pos": 3, "object_quat": 4}
+_SENSOR_SIZES = {
+    "joint_pos": 7,
+    "joint_vel": 7,
+    "ee_pos": 3,
+    "gripper_opening": 1,
+    "object_pos": 3,
+    "object_quat": 4,
+}
 
 
 class DomainRandomizer:
@@ -320,13 +356,19 @@ class DomainRandomizer:
             n = self._sizes[key]
             if n:
                 physics[key] = r.sample(rng, n)
-        bias = {k: rng.normal(0.0, s, _SENSOR_SIZES[k]) for k, s in self.config.observation_bias.items()}
+        bias = {
+            k: rng.normal(0.0, s, _SENSOR_SIZES[k]) for k, s in self.config.observation_bias.items()
+        }
         return Sample(
             physics=physics,
             observation_bias=bias,
-            action_latency=int(rng.integers(self.config.action_latency[0], self.config.action_latency[1] + 1)),
+            action_latency=int(
+                rng.integers(self.config.action_latency[0], self.config.action_latency[1] + 1)
+            ),
             observation_latency=int(
-                rng.integers(self.config.observation_latency[0], self.config.observation_latency[1] + 1)
+                rng.integers(
+                    self.config.observation_latency[0], self.config.observation_latency[1] + 1
+                )
             ),
         )
 
@@ -354,7 +396,9 @@ class DomainRandomizer:
             if key == "link_mass":
                 b = ids.arm_bodies
                 m.body_mass[b] = _op(op, n["body_mass"][b], v)
-                m.body_inertia[b] = n["body_inertia"][b] * (m.body_mass[b] / n["body_mass"][b])[:, None]
+                m.body_inertia[b] = (
+                    n["body_inertia"][b] * (m.body_mass[b] / n["body_mass"][b])[:, None]
+                )
             elif key == "object_mass":
                 m.body_mass[self._obj] = _op(op, n["body_mass"][self._obj], v[0])
             elif key == "friction":

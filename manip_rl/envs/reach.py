@@ -48,7 +48,11 @@ class PandaReachEnv(PandaEnv):
 
     def _reset_task(self, options: Mapping) -> None:
         goal = options.get("goal")
-        self.goal = np.asarray(goal, float) if goal is not None else self.np_random.uniform(GOAL_LOW, GOAL_HIGH)
+        self.goal = (
+            np.asarray(goal, float)
+            if goal is not None
+            else self.np_random.uniform(GOAL_LOW, GOAL_HIGH)
+        )
 
     def _achieved_true(self) -> np.ndarray:
         return self.data.site_xpos[self.ids.ee_site]

@@ -15,14 +15,22 @@ from manip_rl.media import write_video
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env", default="manip_rl/PandaPush-v0", choices=env_ids(), help="environment id")
+    p.add_argument(
+        "--env", default="manip_rl/PandaPush-v0", choices=env_ids(), help="environment id"
+    )
     p.add_argument("--episodes", type=int, default=10, help="number of episodes")
     p.add_argument("--controller", choices=("scripted", "random"), default="scripted")
-    p.add_argument("--randomization", default="default",
-                   help="'default' (the task's shipped ranges), 'none', or a YAML path")
+    p.add_argument(
+        "--randomization",
+        default="default",
+        help="'default' (the task's shipped ranges), 'none', or a YAML path",
+    )
     p.add_argument("--action-mode", choices=("joint_delta", "ee_delta"), default="joint_delta")
-    p.add_argument("--video", default="rollout.mp4",
-                   help="video of the first episodes (.mp4 or .gif); '' for none")
+    p.add_argument(
+        "--video",
+        default="rollout.mp4",
+        help="video of the first episodes (.mp4 or .gif); '' for none",
+    )
     p.add_argument("--video-episodes", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
 
@@ -77,5 +85,3 @@ def main() -> None:  # pragma: no cover
     p = argparse.ArgumentParser()
     add_arguments(p)
     raise SystemExit(run(p.parse_args()))
-
-

@@ -52,7 +52,9 @@ def franka_assets_dir() -> str:
     root = spec.submodule_search_locations[0]
     path = os.path.join(root, "envs", "assets", "kitchen_franka", "franka_assets")
     if not os.path.isfile(os.path.join(path, "chain.xml")):
-        raise RuntimeError(f"the Franka model was not found under {path}: reinstall gymnasium-robotics")
+        raise RuntimeError(
+            f"the Franka model was not found under {path}: reinstall gymnasium-robotics"
+        )
     return path
 
 
@@ -143,7 +145,7 @@ def build_model(task: str) -> tuple[mujoco.MjModel, SceneIds]:
     return model, _resolve_ids(model)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached_model(task: str) -> mujoco.MjModel:
     return _compile(task)
 

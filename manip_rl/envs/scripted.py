@@ -31,7 +31,9 @@ class CartesianController:
         self.slices = layout.slices()
         _, self.down = self.kin.ee_pose(policy_io.PANDA_HOME)
 
-    def action(self, obs: Mapping[str, np.ndarray], target: np.ndarray, gripper: float = -1.0) -> np.ndarray:
+    def action(
+        self, obs: Mapping[str, np.ndarray], target: np.ndarray, gripper: float = -1.0
+    ) -> np.ndarray:
         q = np.asarray(obs["observation"][self.slices["joint_pos"]], dtype=np.float64)
         pos, rot = self.kin.ee_pose(q)
         dx = np.clip(self.gain * (target - pos), -0.04, 0.04)

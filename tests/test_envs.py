@@ -1,0 +1,177 @@
+"""The registered Panda tasks: API conformance, rewards, determinism and physical solvability."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import manip_rl  # noqa: F401  (registers the envs)
+from manip_rl.envs import env_ids
+from manip_rl.envs.scripted import scripted_policy
+
+ALL_IDS = env_ids()
+
+
+def test_registry_has_every_task_in_both_reward_variants():
+    assert set(ALL_IDS) == {
+        f"manip_rl/{t}{v}-v0"
+        for t in ("PandaReach", "PandaPush", "PandaPickPlace")
+        for v in ("", "Dense")
+    }
+    for env_id in ALL_IDS:
+        assert env_id in gym.registry
+
+
+@pytest.mark.parametrize("env_id", ALL_IDS)
+def test_gymnasium_and_sb3_env_checkers_pass(env_id):
+    env = gym.make(env_id, randomization="default")
+    gym_check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(env.unwrapped, warn=True)
+    env.close()
+
+
+@pytest.mark.parametrize(
+    "env_id", ["manip_rl/PandaReachDense-v0", "manip_rl/PandaPushDense-v0", "manip_rl/PandaPush-v0"]
+)
+def test_reward_terms_add_up_to_the_reward_and_match_compute_reward(env_id):
+    env = gym.make(env_id, randomization="default")
+    obs, _ = env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        obs, reward, _, _, info = env.step(rng.uniform(-1, 1, env.action_space.shape))
+        terms = info["reward_terms"]
+        assert len(terms) >= 1
+        assert sum(terms.values()) == pytest.approx(reward, abs=1e-6)
+        recomputed = env.unwrapped.compute_reward(obs["achieved_goal"], obs["desired_goal"], info)
+        assert float(recomputed) == pytest.approx(reward, abs=1e-6)
+    if "Dense" in env_id:
+        assert reward < 0  # minus a distance: strictly negative away from the goal
+
+
+@pytest.mark.parametrize("env_id", ["manip_rl/PandaReach-v0", "manip_rl/PandaPushDense-v0"])
+def test_vectorized_compute_reward_equals_per_sample(env_id):
+    env = gym.make(env_id)
+    obs, _ = env.reset(seed=0)
+    achieved, desired, infos = [], [], []
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        obs, _, _, _, info = env.step(rng.uniform(-1, 1, env.action_space.shape))
+        achieved.append(obs["achieved_goal"])
+        # HER relabels with goals drawn from elsewhere in the episode.
+        desired.append(obs["achieved_goal"] + rng.normal(0, 0.05, 3).astype(np.float32))
+        infos.append(info)
+    achieved, desired = np.array(achieved), np.array(desired)
+    base = env.unwrapped
+    batch = base.compute_reward(achieved, desired, np.array(infos))
+    single = [
+        base.compute_reward(a, d, i) for a, d, i in zip(achieved, desired, infos, strict=True)
+    ]
+    assert batch.shape == (40,)
+    np.testing.assert_allclose(batch, single, atol=1e-6)
+    if base.reward_type == "sparse":
+        assert set(np.unique(batch)) <= {0.0, -1.0}
+        assert (batch == 0).any() and (batch == -1).any()  # the noise above straddles 5 cm
+
+
+def _rollout(env, seed, actions):
+    obs, info = env.reset(seed=seed)
+    trace = [np.concatenate([obs["observation"], obs["desired_goal"]])]
+    for a in actions:
+        obs, r, *_ = env.step(a)
+        trace.append(np.concatenate([obs["observation"], obs["desired_goal"], [r]]))
+    return np.concatenate(trace), info
+
+
+def test_same_seed_gives_identical_trajectories_with_randomization_on():
+    actions = np.random.default_rng(0).uniform(-1, 1, (40, 8))
+    a = _rollout(gym.make("manip_rl/PandaPushDense-v0", randomization="default"), 7, actions)[0]
+    b = _rollout(gym.make("manip_rl/PandaPushDense-v0", randomization="default"), 7, actions)[0]
+    c = _rollout(gym.make("manip_rl/PandaPushDense-v0", randomization="default"), 8, actions)[0]
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_time_limit_truncates_and_never_terminates():
+    env = gym.make("manip_rl/PandaReach-v0")
+    env.reset(seed=0)
+    for t in range(1, 51):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        assert not terminated
+        assert truncated == (t == 50)
+
+
+def test_wrong_action_shape_is_refused_with_the_expected_shape():
+    env = gym.make("manip_rl/PandaPush-v0")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"\(8,\)"):
+        env.step(np.zeros(7))
+
+
+def test_non_finite_action_holds_the_arm():
+    env = gym.make("manip_rl/PandaReach-v0").unwrapped
+    env.reset(seed=0)
+    q0 = env.data.qpos[env.ids.arm_qpos].copy()
+    env.step(np.full(7, np.nan))
+    ctrl = env.data.ctrl[env.ids.arm_actuators]
+    np.testing.assert_allclose(ctrl, q0, atol=0.01)  # targets = measured position (+ noise-free)
+
+
+def test_step_reports_state_after_physics():
+    """The observation is the state the physics reached, not the one before the last substep."""
+    env = gym.make("manip_rl/PandaReach-v0").unwrapped
+    env.reset(seed=0)
+    env.step(np.ones(7))
+    import mujoco
+
+    d = env.data
+    ee_now = d.site_xpos[env.ids.ee_site].copy()
+    mujoco.mj_forward(env.model, d)
+    np.testing.assert_allclose(ee_now, d.site_xpos[env.ids.ee_site], atol=1e-9)
+
+
+@pytest.mark.parametrize("env_id", ["manip_rl/PandaReach-v0", "manip_rl/PandaPush-v0"])
+def test_scripted_controller_solves_the_task(env_id):
+    """Not learned: shows the task is physically solvable from its initial states."""
+    env = gym.make(env_id)
+    policy = scripted_policy(env)
+    successes = []
+    for seed in range(10):
+        obs, _ = env.reset(seed=seed)
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(policy(obs))
+            done = terminated or truncated
+        successes.append(info["is_success"])
+    threshold = 1.0 if "Reach" in env_id else 0.8
+    assert np.mean(successes) >= threshold, successes
+
+
+def test_ee_delta_mode_moves_the_tcp_by_the_commanded_displacement_direction():
+    env = gym.make("manip_rl/PandaReach-v0", action_mode="ee_delta")
+    assert env.action_space.shape == (3,)
+    obs, _ = env.reset(seed=0)
+    start = env.unwrapped.ee_position
+    for _ in range(5):
+        obs, *_ = env.step(np.array([0.0, 1.0, 0.0]))
+    moved = env.unwrapped.ee_position - start
+    assert moved[1] > 0.05  # +y commanded
+    assert abs(moved[0]) < 0.3 * moved[1] and abs(moved[2]) < 0.3 * moved[1]
+
+
+def test_rgb_array_rendering():
+    env = gym.make("manip_rl/PandaPush-v0", render_mode="rgb_array", width=64, height=48)
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8
+    assert frame.std() > 5  # a scene, not a blank image
+    env.close()
+
+
+def test_pick_place_puts_half_the_goals_in_the_air():
+    env = gym.make("manip_rl/PandaPickPlace-v0")
+    heights = [env.reset(seed=s)[0]["desired_goal"][2] for s in range(40)]
+    in_air = np.mean(np.array(heights) > 0.03)
+    assert 0.25 < in_air < 0.75
