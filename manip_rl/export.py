@@ -1,0 +1,993 @@
+"""``manip-rl export``: freeze a trained policy into one self-describing file, load it on a robot,
+and prove that it behaves like the trained policy.
+
+The file (``policy.pt``) is a TorchScript module::
+
+    forward(obs: float32[B, obs_dim]) -> float32[B, act_dim]
+
+taking the flat observation ``policy_io.flatten_observation(obs)`` (achieved_goal | desired_goal |
+observation) and returning the deterministic action in [-1, 1], with the VecNormalize observation
+normalization and clipping baked in. The TorchScript extra file ``manip_rl.json`` holds the
+metadata (schema version 1, see :func:`build_metadata` and ``docs/export.md``), including
+``weights_sha256`` (:func:`weights_sha256`), which :func:`load_policy` checks.
+
+Loading (:func:`load_policy`) needs torch and numpy only: this module imports stable-baselines3,
+Gymnasium and MuJoCo only inside the functions that export and verify.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import warnings
+import zipfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from importlib import metadata as _importlib_metadata
+from typing import Any, Final
+
+import numpy as np
+import torch
+from torch import nn
+
+from manip_rl import policy_io
+from manip_rl.fileio import atomic_path
+
+SCHEMA_VERSION: Final = 1
+METADATA_FILE: Final = "manip_rl.json"  # TorchScript extra file / ONNX metadata_props key
+ONNX_WEIGHTS_KEY: Final = "manip_rl.onnx_weights_sha256"  # hash of the ONNX initializers
+FORMATS: Final = ("torchscript", "onnx")
+# The flat policy input is the Dict observation's keys in this order (SB3's sorted order).
+DICT_KEYS: Final = ("achieved_goal", "desired_goal", "observation")
+# Env id stem -> task (the ids are registered in manip_rl.envs).
+_TASKS: Final = {"PandaReach": "reach", "PandaPush": "push", "PandaPickPlace": "pick_place"}
+_PACKAGES: Final = (
+    "manip_rl",
+    "torch",
+    "numpy",
+    "stable-baselines3",
+    "sb3-contrib",
+    "gymnasium",
+    "gymnasium-robotics",
+    "mujoco",
+    "onnx",
+    "onnxruntime",
+)
+PARITY_TOLERANCE: Final = 1e-5
+
+
+class PolicyFileError(ValueError):
+    """A policy file that cannot be used: missing, not TorchScript/ONNX, without (valid) metadata,
+    of an unknown schema version, or whose weights do not match their recorded hash."""
+
+
+class ExportError(ValueError):
+    """A model that cannot be exported; the message says what is unsupported and what to do."""
+
+
+# --------------------------------------------------------------------------------- the module
+class FlatPolicy(nn.Module):
+    """What a policy file holds: normalizer, the actor MLP and the deterministic action head.
+
+    Normalization runs in float64, as VecNormalize does in numpy, so that observations far from
+    the training statistics (where ``(obs - mean) / std`` amplifies rounding) give the same
+    clipped input as in training; the MLP runs in float32, as SB3's policy does.
+    """
+
+    __constants__ = ["normalize", "squash"]  # folded by torch.jit.freeze
+
+    def __init__(
+        self,
+        actor: nn.Module,
+        obs_dim: int,
+        act_dim: int,
+        squash: bool,
+        mean: np.ndarray | None,
+        std: np.ndarray | None,
+        clip_lo: np.ndarray | None,
+        clip_hi: np.ndarray | None,
+    ) -> None:
+        super().__init__()
+        self.actor = actor
+        self.normalize = mean is not None
+        self.squash = squash
+        if mean is None:
+            mean, std = np.zeros(obs_dim), np.ones(obs_dim)
+            clip_lo, clip_hi = np.full(obs_dim, -np.inf), np.full(obs_dim, np.inf)
+        self.register_buffer("obs_mean", torch.as_tensor(mean, dtype=torch.float64))
+        self.register_buffer("obs_std", torch.as_tensor(std, dtype=torch.float64))
+        self.register_buffer("obs_clip_low", torch.as_tensor(clip_lo, dtype=torch.float64))
+        self.register_buffer("obs_clip_high", torch.as_tensor(clip_hi, dtype=torch.float64))
+        self.obs_dim = int(obs_dim)
+        self.act_dim = int(act_dim)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs
+        if self.normalize:
+            x64 = (x.to(torch.float64) - self.obs_mean) / self.obs_std
+            x = torch.maximum(torch.minimum(x64, self.obs_clip_high), self.obs_clip_low).to(
+                torch.float32
+            )
+        a = self.actor(x)
+        if self.squash:
+            # gSDE with squash_output: the mode is tanh(mean); unscaling [-1, 1] to the action
+            # space bounds [-1, 1] is the identity.
+            return torch.tanh(a)
+        # SB3's predict clips the Gaussian mean to the action space bounds.
+        return torch.clamp(a, -1.0, 1.0)
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """SHA-256 of every state_dict entry (parameters and buffers, so the normalization statistics
+    too), in sorted name order; each entry contributes ``name NUL dtype NUL shape NUL`` and then
+    its values as contiguous little-endian bytes."""
+    h = hashlib.sha256()
+    state = module.state_dict()
+    for name in sorted(state):
+        arr = state[name].detach().cpu().contiguous().numpy()
+        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+        h.update(f"{name}\0{arr.dtype.str}\0{list(arr.shape)}\0".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------- loading
+@dataclasses.dataclass
+class LoadedPolicy:
+    """A policy file ready to act. ``act(obs)`` takes the flat observation, shape (obs_dim,) or
+    (B, obs_dim), and returns the deterministic action in [-1, 1], shape (act_dim,) or
+    (B, act_dim)."""
+
+    path: str
+    metadata: dict
+    module: Any  # the frozen TorchScript module (or an onnxruntime session for ONNX files)
+    format: str = "torchscript"
+
+    def __post_init__(self) -> None:
+        md = self.metadata
+        self.task: str = md["task"]
+        self.env_id: str = md["env_id"]
+        self.obs_dim: int = int(md["observation"]["dim"])
+        self.act_dim: int = int(md["action"]["dim"])
+        self.control_period: float = float(md["control_period_s"])
+        self.action_spec: policy_io.ActionSpec = policy_io.ActionSpec.from_json(md["action"])
+        self.layout: policy_io.ObsLayout = policy_io.make_layout(self.task, self.act_dim)
+        self.weights_sha256: str = md["weights_sha256"]
+        if self.format == "onnx":
+            self._input_name = self.module.get_inputs()[0].name
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        x = obs
+        if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous):
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.shape[-1:] != (self.obs_dim,) or x.ndim > 2:
+            raise ValueError(
+                f"observation has shape {x.shape}, but this {self.task} policy ({self.path}) takes "
+                f"{self.obs_dim} values, shape ({self.obs_dim},) or (B, {self.obs_dim}); build it "
+                f"with policy_io.flatten_observation (achieved_goal|desired_goal|observation)"
+            )
+        single = x.ndim == 1
+        if single:
+            x = x.reshape(1, -1)
+        if self.format == "onnx":
+            out = self.module.run(None, {self._input_name: x})[0]
+        else:
+            if not x.flags.writeable:  # torch.from_numpy wants a writeable array
+                x = x.copy()
+            out = self.module(torch.from_numpy(x)).numpy()
+        return out[0] if single else out
+
+    __call__ = act
+
+
+def load_policy(path: str | os.PathLike, optimize: bool = True) -> LoadedPolicy:
+    """Load a policy file written by :func:`export_policy` (TorchScript, or ONNX by its ``.onnx``
+    name, which needs onnxruntime). Checks the metadata schema and the weights hash; raises
+    :class:`PolicyFileError` naming the problem. ``optimize`` freezes the module and applies
+    ``torch.jit.optimize_for_inference`` (the fast path for acting)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise PolicyFileError(
+            f"policy file {path!r} does not exist; export one with "
+            f"`manip-rl export RUN --out {os.path.basename(path) or 'policy.pt'}`"
+        )
+    if _is_onnx_path(path):
+        return _load_onnx(path)
+    if not zipfile.is_zipfile(path):
+        raise PolicyFileError(
+            f"{path!r} is not a TorchScript file (not a zip archive); policy files are written by "
+            f"`manip-rl export` (an SB3 model.zip is not a policy file: export it first)"
+        )
+    extra = {METADATA_FILE: ""}
+    try:
+        module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
+    except Exception as e:  # torch raises RuntimeError with a C++ trace
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PolicyFileError(
+            f"{path!r} is not a TorchScript file ({first}); policy files are written by "
+            f"`manip-rl export`"
+        ) from None
+    md = _parse_metadata(extra[METADATA_FILE], path)
+    actual = weights_sha256(module)
+    if actual != md["weights_sha256"]:
+        raise PolicyFileError(
+            f"{path!r}: weights hash mismatch: the file's weights hash to {actual[:16]}..., its "
+            f"metadata records {md['weights_sha256'][:16]}...; the weights or the metadata were "
+            f"changed after export. Export the policy again."
+        )
+    _check_module_matches_metadata(module, md, path)
+    module.eval()
+    if optimize:
+        module = torch.jit.optimize_for_inference(torch.jit.freeze(module))
+    return LoadedPolicy(path=path, metadata=md, module=module)
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The parsed ``manip_rl.json`` of a policy file, checked like :func:`load_policy` does
+    (without loading the weights for ONNX files is not possible: this loads the file)."""
+    return load_policy(path, optimize=False).metadata
+
+
+def _is_onnx_path(path: str) -> bool:
+    return path.lower().endswith(".onnx")
+
+
+_REQUIRED_KEYS = (
+    "schema_version",
+    "task",
+    "env_id",
+    "observation",
+    "action",
+    "control_period_s",
+    "normalization",
+    "provenance",
+    "weights_sha256",
+)
+
+
+def _parse_metadata(raw: bytes | str, path: str) -> dict:
+    if not raw:
+        raise PolicyFileError(
+            f"{path!r} has no {METADATA_FILE} metadata: it is a TorchScript file, but not one "
+            f"written by `manip-rl export`; export the policy with `manip-rl export RUN`"
+        )
+    try:
+        md = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PolicyFileError(
+            f"{path!r}: its {METADATA_FILE} metadata is not valid JSON ({e})"
+        ) from None
+    if not isinstance(md, dict):
+        raise PolicyFileError(f"{path!r}: its {METADATA_FILE} metadata is not a JSON object")
+    version = md.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise PolicyFileError(
+            f"{path!r}: metadata schema version {version!r} is unknown; this manip_rl reads "
+            f"version {SCHEMA_VERSION}. Export the policy again with this manip_rl version."
+        )
+    missing = [k for k in _REQUIRED_KEYS if k not in md]
+    if missing:
+        raise PolicyFileError(f"{path!r}: metadata lacks {', '.join(missing)}; export it again")
+    layout = policy_io.make_layout(md["task"], int(md["action"]["dim"]))
+    if layout.flat_dim != int(md["observation"]["dim"]):
+        raise PolicyFileError(
+            f"{path!r}: metadata observation dim {md['observation']['dim']} does not match the "
+            f"{md['task']} layout of this manip_rl ({layout.flat_dim}); export it again"
+        )
+    return md
+
+
+def _check_module_matches_metadata(module: Any, md: dict, path: str) -> None:
+    """The normalization statistics the module applies are the ones the metadata reports."""
+    norm = md["normalization"]
+    if bool(module.normalize) != bool(norm["enabled"]):
+        raise PolicyFileError(
+            f"{path!r}: metadata says normalization enabled={norm['enabled']}, the module "
+            f"{'normalizes' if module.normalize else 'does not normalize'}; export it again"
+        )
+    if norm["enabled"]:
+        mean = module.obs_mean.numpy()
+        std = np.sqrt(np.asarray(norm["var"], dtype=np.float64) + float(norm["epsilon"]))
+        if mean.shape != (md["observation"]["dim"],) or not (
+            np.allclose(mean, norm["mean"], rtol=1e-12, atol=0)
+            and np.allclose(module.obs_std.numpy(), std, rtol=1e-12, atol=0)
+        ):
+            raise PolicyFileError(
+                f"{path!r}: the normalization statistics in the metadata differ from the ones "
+                f"baked into the module; export it again"
+            )
+
+
+# --------------------------------------------------------------------------------- exporting
+@dataclasses.dataclass
+class PolicySource:
+    """What an export reads: the SB3 model, its VecNormalize statistics and provenance."""
+
+    model: Any
+    vecnormalize: Any
+    env_id: str
+    action_mode: str = policy_io.JOINT_DELTA
+    algorithm: str = ""
+    timesteps: int = 0
+    seed: int | None = None
+    randomization: dict | None = None
+    eval_success: dict | None = None
+    source_run: str | None = None
+
+
+def source_from_run(run_or_path: Any, which: str | None = None) -> PolicySource:
+    """A :class:`PolicySource` from a run directory (path or ``rundir.Run``)."""
+    from manip_rl.policies.rundir import load_run
+
+    run = load_run(run_or_path) if isinstance(run_or_path, str | os.PathLike) else run_or_path
+    which = which or run.default_which()
+    model = run.load_model(which)
+    try:
+        timesteps = int(run.model_meta(which)["timesteps"])
+    except Exception:
+        timesteps = int(getattr(model, "num_timesteps", 0))
+    cfg = run.config
+    env_kwargs = cfg.get("env_kwargs") or {}
+    return PolicySource(
+        model=model,
+        vecnormalize=run.load_vecnormalize(which),
+        env_id=run.env_id,
+        action_mode=cfg.get("action_mode") or env_kwargs.get("action_mode") or "joint_delta",
+        algorithm=run.algo,
+        timesteps=timesteps,
+        seed=run.seed,
+        randomization=run.randomization,
+        eval_success=run.eval_success,
+        source_run=os.path.abspath(run.path) + f" ({which})",
+    )
+
+
+def task_of(env_id: str) -> str:
+    stem = env_id.split("/")[-1].split("-")[0].removesuffix("Dense")
+    if stem not in _TASKS:
+        raise ExportError(f"env id {env_id!r} is not a manip_rl task ({', '.join(_TASKS)})")
+    return _TASKS[stem]
+
+
+def _dict_keys_and_sizes(space: Any) -> list[tuple[str, int]] | None:
+    """[(key, size)] of a Dict observation space in the order SB3 concatenates it; None for Box."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Box):
+        if len(space.shape) != 1:
+            raise ExportError(f"observation space {space} is not a flat vector")
+        return None
+    if isinstance(space, spaces.Dict):
+        keys = tuple(space.spaces)
+        if keys != DICT_KEYS:
+            raise ExportError(
+                f"Dict observation keys {keys} differ from the GoalEnv keys {DICT_KEYS} "
+                f"(SB3's CombinedExtractor concatenates them in this order)"
+            )
+        out = []
+        for k, sub in space.spaces.items():
+            if not isinstance(sub, spaces.Box) or len(sub.shape) != 1:
+                raise ExportError(f"observation[{k!r}] is {sub}; only flat Box entries export")
+            out.append((k, int(sub.shape[0])))
+        return out
+    raise ExportError(f"observation space {type(space).__name__} cannot be exported")
+
+
+def _actor_of(policy: Any) -> tuple[nn.Module, bool]:
+    """(a copy of policy_net + action_net, squash) of an SB3 ActorCriticPolicy."""
+    import copy
+
+    from stable_baselines3.common.distributions import (
+        DiagGaussianDistribution,
+        StateDependentNoiseDistribution,
+    )
+    from stable_baselines3.common.policies import ActorCriticPolicy
+    from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor
+
+    if not isinstance(policy, ActorCriticPolicy):
+        raise ExportError(
+            f"policy class {type(policy).__name__} is not an SB3 ActorCriticPolicy; manip_rl "
+            f"exports the on-policy algorithms (ppo, a2c, trpo, reinforce, ppo_kl)"
+        )
+    extractor = policy.pi_features_extractor
+    if isinstance(extractor, CombinedExtractor):
+        for key, sub in extractor.extractors.items():
+            if not isinstance(sub, nn.Flatten):
+                raise ExportError(f"features extractor for {key!r} is {sub}, not a Flatten")
+    elif not isinstance(extractor, FlattenExtractor):
+        raise ExportError(
+            f"features extractor {type(extractor).__name__} is not supported (only SB3's "
+            f"FlattenExtractor / CombinedExtractor of flat vectors)"
+        )
+    if not isinstance(
+        policy.action_dist, DiagGaussianDistribution | StateDependentNoiseDistribution
+    ):
+        raise ExportError(
+            f"action distribution {type(policy.action_dist).__name__} is not a Gaussian; only "
+            f"continuous (Box) actions export"
+        )
+    squash = bool(policy.squash_output)
+    actor = nn.Sequential(
+        copy.deepcopy(policy.mlp_extractor.policy_net), copy.deepcopy(policy.action_net)
+    )
+    actor = actor.to("cpu", torch.float32).eval()
+    for p in actor.parameters():
+        p.requires_grad_(False)
+    return actor, squash
+
+
+def _normalization(vecnorm: Any, keys_sizes: list[tuple[str, int]] | None, obs_dim: int):
+    """(mean, var, std, clip_lo, clip_hi, info dict) in flat order, or Nones when disabled."""
+    if vecnorm is None or not getattr(vecnorm, "norm_obs", False):
+        return None, None, None, None, None, False
+    eps, clip = float(vecnorm.epsilon), float(vecnorm.clip_obs)
+    rms = vecnorm.obs_rms
+    if keys_sizes is None:
+        if isinstance(rms, Mapping):
+            raise ExportError("VecNormalize has per-key statistics, but the policy takes a vector")
+        mean = np.asarray(rms.mean, dtype=np.float64).reshape(-1)
+        var = np.asarray(rms.var, dtype=np.float64).reshape(-1)
+        mask = np.ones(obs_dim, dtype=bool)
+    else:
+        if not isinstance(rms, Mapping):
+            raise ExportError("VecNormalize has flat statistics, but the policy takes a Dict")
+        norm_keys = set(vecnorm.norm_obs_keys or [])
+        means, vars_, masks = [], [], []
+        for key, size in keys_sizes:
+            if key in norm_keys:
+                means.append(np.asarray(rms[key].mean, dtype=np.float64).reshape(-1))
+                vars_.append(np.asarray(rms[key].var, dtype=np.float64).reshape(-1))
+                masks.append(np.ones(size, dtype=bool))
+            else:  # passed through unchanged by VecNormalize
+                means.append(np.zeros(size))
+                vars_.append(np.full(size, 1.0 - eps))
+                masks.append(np.zeros(size, dtype=bool))
+        mean, var, mask = np.concatenate(means), np.concatenate(vars_), np.concatenate(masks)
+    if mean.shape != (obs_dim,) or var.shape != (obs_dim,):
+        raise ExportError(
+            f"VecNormalize statistics have {mean.size} values, the policy takes {obs_dim}"
+        )
+    std = np.sqrt(var + eps)
+    lo = np.where(mask, -clip, -np.inf)
+    hi = np.where(mask, clip, np.inf)
+    return mean, var, std, lo, hi, mask
+
+
+def _package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = _importlib_metadata.version(name)
+        except _importlib_metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+@dataclasses.dataclass
+class Exported:
+    """An in-memory export: the (unfrozen) module and its metadata, before writing."""
+
+    module: FlatPolicy
+    metadata: dict
+    source: PolicySource
+    dict_keys: list[tuple[str, int]] | None
+
+
+def build_export(source: PolicySource) -> Exported:
+    """Build the module and its metadata from a :class:`PolicySource`."""
+    from gymnasium import spaces
+
+    model = source.model
+    policy = model.policy
+    task = task_of(source.env_id)
+    act_space = policy.action_space
+    if not isinstance(act_space, spaces.Box) or len(act_space.shape) != 1:
+        raise ExportError(f"action space {act_space} is not a flat Box")
+    if not (np.all(act_space.low == -1.0) and np.all(act_space.high == 1.0)):
+        raise ExportError(f"action space bounds are not [-1, 1] ({act_space})")
+    act_dim = int(act_space.shape[0])
+    action_spec = policy_io.make_action_spec(source.action_mode, gripper=task != "reach")
+    if action_spec.dim != act_dim:
+        raise ExportError(
+            f"the model acts with {act_dim} values, the {task} task in {source.action_mode} mode "
+            f"takes {action_spec.dim}; is the action mode right?"
+        )
+    layout = policy_io.make_layout(task, act_dim)
+    keys_sizes = _dict_keys_and_sizes(policy.observation_space)
+    obs_dim = (
+        sum(s for _, s in keys_sizes) if keys_sizes else int(policy.observation_space.shape[0])
+    )
+    if obs_dim != layout.flat_dim:
+        raise ExportError(
+            f"the model takes {obs_dim} observation values, the {task} layout has "
+            f"{layout.flat_dim}; was it trained on {source.env_id}?"
+        )
+    if keys_sizes:
+        expected = [
+            ("achieved_goal", layout.goal_dim),
+            ("desired_goal", layout.goal_dim),
+            ("observation", layout.obs_dim),
+        ]
+        if keys_sizes != expected:
+            raise ExportError(f"Dict observation sizes {keys_sizes} differ from {expected}")
+    actor, squash = _actor_of(policy)
+    mean, var, std, lo, hi, mask = _normalization(source.vecnormalize, keys_sizes, obs_dim)
+    module = FlatPolicy(actor, obs_dim, act_dim, squash, mean, std, lo, hi).eval()
+    from manip_rl.envs.scene import CONTROL_PERIOD
+
+    normalization: dict[str, Any] = {
+        "enabled": mean is not None,
+        "mean": None if mean is None else mean.tolist(),
+        "var": None if var is None else var.tolist(),
+        "clip_obs": None if mean is None else float(source.vecnormalize.clip_obs),
+        "epsilon": None if mean is None else float(source.vecnormalize.epsilon),
+    }
+    if mean is not None:
+        # Which flat entries VecNormalize normalizes (all, unless norm_obs_keys left some out).
+        normalization["normalized"] = mask.tolist()
+    metadata = {
+        "schema_version": SCHEMA_VERSION,
+        "task": task,
+        "env_id": source.env_id,
+        "observation": {"dim": obs_dim, "fields": layout.flat_fields()},
+        "action": action_spec.to_json(),
+        "control_period_s": float(CONTROL_PERIOD),
+        "normalization": normalization,
+        "provenance": {
+            "algorithm": source.algorithm or type(model).__name__.lower(),
+            "timesteps": int(source.timesteps),
+            "seed": source.seed,
+            "randomization": _jsonable(source.randomization),
+            "eval_success": _jsonable(source.eval_success),
+            "packages": _package_versions(),
+            "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "source_run": source.source_run,
+            "sb3_policy": type(policy).__name__,
+            "observation_input": "dict" if keys_sizes else "flat",
+            "squash_output": squash,
+        },
+        "weights_sha256": weights_sha256(module),
+    }
+    return Exported(module=module, metadata=metadata, source=source, dict_keys=keys_sizes)
+
+
+def export_policy(
+    run_or_model: Any,
+    out_path: str | os.PathLike,
+    fmt: str = "torchscript",
+    which: str | None = None,
+    vecnormalize: Any = None,
+    env_id: str | None = None,
+    action_mode: str = policy_io.JOINT_DELTA,
+    provenance: Mapping[str, Any] | None = None,
+) -> Exported:
+    """Write the policy file ``out_path`` and return what was written.
+
+    ``run_or_model``: a run directory (path or ``rundir.Run``; ``which`` picks best/final/latest),
+    a :class:`PolicySource`, or an SB3 model (then pass ``env_id``, and ``vecnormalize`` when it
+    trained with one; ``provenance`` may give algorithm, timesteps, seed, randomization,
+    eval_success, source_run). ``fmt``: ``torchscript`` (default) or ``onnx``.
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"format {fmt!r} is unknown; use one of {FORMATS}")
+    if isinstance(run_or_model, PolicySource):
+        source = run_or_model
+    elif hasattr(run_or_model, "policy") and hasattr(run_or_model, "predict"):
+        if env_id is None:
+            raise ExportError("exporting a bare SB3 model needs env_id=")
+        prov = dict(provenance or {})
+        source = PolicySource(
+            model=run_or_model,
+            vecnormalize=vecnormalize,
+            env_id=env_id,
+            action_mode=action_mode,
+            algorithm=prov.get("algorithm", type(run_or_model).__name__.lower()),
+            timesteps=int(prov.get("timesteps", getattr(run_or_model, "num_timesteps", 0))),
+            seed=prov.get("seed", getattr(run_or_model, "seed", None)),
+            randomization=prov.get("randomization"),
+            eval_success=prov.get("eval_success"),
+            source_run=prov.get("source_run"),
+        )
+    else:
+        source = source_from_run(run_or_model, which)
+    exported = build_export(source)
+    if fmt == "torchscript":
+        _write_torchscript(exported, os.fspath(out_path))
+    else:
+        _write_onnx(exported, os.fspath(out_path))
+    return exported
+
+
+def _write_torchscript(exported: Exported, out_path: str) -> None:
+    scripted = torch.jit.script(exported.module)
+    text = json.dumps(exported.metadata, indent=1)
+    with atomic_path(out_path) as tmp:
+        torch.jit.save(scripted, tmp, _extra_files={METADATA_FILE: text})
+
+
+def _onnx_weights_sha256(model: Any) -> str:
+    """SHA-256 of the ONNX graph's initializers, sorted by name (name NUL raw bytes)."""
+    from onnx import numpy_helper
+
+    h = hashlib.sha256()
+    for init in sorted(model.graph.initializer, key=lambda t: t.name):
+        arr = numpy_helper.to_array(init)
+        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+        h.update(f"{init.name}\0{arr.dtype.str}\0{list(arr.shape)}\0".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _write_onnx(exported: Exported, out_path: str) -> None:
+    import io
+
+    import onnx
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated
+        torch.onnx.export(
+            exported.module,
+            (torch.zeros(1, exported.module.obs_dim),),
+            buf,
+            dynamo=False,
+            input_names=["obs"],
+            output_names=["action"],
+            dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}},
+            opset_version=17,
+        )
+    model = onnx.load_from_string(buf.getvalue())
+    onnx.checker.check_model(model)
+    del model.metadata_props[:]
+    for key, value in (
+        (METADATA_FILE, json.dumps(exported.metadata, indent=1)),
+        (ONNX_WEIGHTS_KEY, _onnx_weights_sha256(model)),
+    ):
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    model.producer_name = "manip_rl"
+    with atomic_path(out_path) as tmp:
+        onnx.save(model, tmp)
+
+
+def _load_onnx(path: str) -> LoadedPolicy:
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError as e:
+        raise PolicyFileError(
+            f"{path!r} is an ONNX policy; loading it needs onnx and onnxruntime "
+            f"(`pip install -e .[onnx]`): {e}"
+        ) from None
+    try:
+        model = onnx.load(path)
+    except Exception as e:
+        raise PolicyFileError(f"{path!r} is not an ONNX file ({e})") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    md = _parse_metadata(props.get(METADATA_FILE, ""), path)
+    recorded = props.get(ONNX_WEIGHTS_KEY)
+    actual = _onnx_weights_sha256(model)
+    if recorded != actual:
+        raise PolicyFileError(
+            f"{path!r}: weights hash mismatch: the ONNX initializers hash to {actual[:16]}..., "
+            f"its metadata records {str(recorded)[:16]}...; export the policy again"
+        )
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(
+        model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+    )
+    return LoadedPolicy(path=path, metadata=md, module=session, format="onnx")
+
+
+# --------------------------------------------------------------------------------- verifying
+def sb3_actions(source: PolicySource, flat_obs: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """The SB3 deterministic actions for flat observations: VecNormalize's ``normalize_obs`` and
+    then ``model.predict(deterministic=True)``, exactly as training's evaluation acts."""
+    keys_sizes = _dict_keys_and_sizes(source.model.policy.observation_space)
+    out = []
+    for i in range(0, len(flat_obs), chunk):
+        batch = np.asarray(flat_obs[i : i + chunk], dtype=np.float32)
+        obs: Any = batch
+        if keys_sizes:
+            obs, start = {}, 0
+            for key, size in keys_sizes:
+                obs[key] = batch[:, start : start + size]
+                start += size
+        if source.vecnormalize is not None:
+            obs = source.vecnormalize.normalize_obs(obs)
+        action, _ = source.model.predict(obs, deterministic=True)
+        out.append(np.asarray(action, dtype=np.float32).reshape(len(batch), -1))
+    return np.concatenate(out)
+
+
+def collect_observations(
+    env_id: str,
+    n: int,
+    seed: int = 0,
+    action_mode: str = policy_io.JOINT_DELTA,
+    randomization: Any = "default",
+) -> np.ndarray:
+    """``n`` flat observations from the randomized env under uniformly random actions."""
+    import gymnasium as gym
+
+    env = gym.make(env_id, randomization=randomization, action_mode=action_mode)
+    env.action_space.seed(seed)
+    out = []
+    obs, _ = env.reset(seed=seed)
+    episode = 0
+    while len(out) < n:
+        out.append(policy_io.flatten_observation(obs))
+        obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            episode += 1
+            obs, _ = env.reset(seed=seed + episode)
+    env.close()
+    return np.stack(out)
+
+
+def parity_observations(
+    source: PolicySource, n: int = 10_000, seed: int = 0, n_env: int = 1_000
+) -> np.ndarray:
+    """At least ``n`` test observations: real ones from the randomized env, Gaussian ones around
+    the training statistics at 1x, 10x and 100x their spread, and extreme ones (entries up to
+    +-1e6, one-hot spikes, zeros), so that normalization clipping and action clipping both act."""
+    rng = np.random.default_rng(seed)
+    real = collect_observations(
+        source.env_id, n_env, seed, source.action_mode, source.randomization or "default"
+    )
+    dim = real.shape[1]
+    vn = source.vecnormalize
+    if vn is not None and getattr(vn, "norm_obs", False):
+        keys = _dict_keys_and_sizes(source.model.policy.observation_space)
+        rms = vn.obs_rms
+        if keys:
+            mean = np.concatenate(
+                [np.ravel(rms[k].mean) if k in rms else np.zeros(s) for k, s in keys]
+            )
+            std = np.concatenate(
+                [np.sqrt(np.ravel(rms[k].var)) if k in rms else np.ones(s) for k, s in keys]
+            )
+        else:
+            mean, std = np.ravel(rms.mean), np.sqrt(np.ravel(rms.var))
+    else:
+        mean, std = real.mean(0), real.std(0)
+    std = np.maximum(std, 1e-3)
+    parts = [real]
+    n_gauss = max(0, n - len(real) - 3 * dim - 4 - 2000)
+    for i, scale in enumerate((1.0, 10.0, 100.0)):
+        k = n_gauss // 3 + (n_gauss % 3 if i == 0 else 0)
+        parts.append(mean + scale * std * rng.standard_normal((k, dim)))
+    extremes = np.array([-1e6, -1e3, -10.0, -1.0, 0.0, 1.0, 10.0, 1e3, 1e6])
+    parts.append(rng.choice(extremes, size=(2000, dim)))
+    spikes = []
+    for value in (1e6, -1e6, 1e3):
+        block = np.tile(mean, (dim, 1))
+        block[np.arange(dim), np.arange(dim)] = value
+        spikes.append(block)
+    parts += spikes
+    parts.append(np.stack([np.zeros(dim), np.full(dim, 1e6), np.full(dim, -1e6), mean]))
+    return np.concatenate(parts).astype(np.float32)
+
+
+def check_parity(
+    policy: LoadedPolicy, source: PolicySource, n: int = 10_000, seed: int = 0
+) -> dict:
+    """Max |file - SB3| over at least ``n`` observations (see :func:`parity_observations`)."""
+    obs = parity_observations(source, n, seed)
+    expected = sb3_actions(source, obs)
+    got = policy.act(obs)
+    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+    both_nan = np.isnan(got) & np.isnan(expected)
+    diff[both_nan] = 0.0
+    max_diff = float(np.nanmax(np.where(np.isnan(diff), np.inf, diff)))
+    return {
+        "n": int(len(obs)),
+        "max_abs_diff": max_diff,
+        "tolerance": PARITY_TOLERANCE,
+        "in_range": bool(np.all((got >= -1.0) & (got <= 1.0))),
+        "ok": bool(max_diff <= PARITY_TOLERANCE and np.all(np.abs(got) <= 1.0)),
+    }
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def check_closed_loop(
+    policy: LoadedPolicy, source: PolicySource, episodes: int = 50, seed: int = 10_000
+) -> dict:
+    """Success of the file and of the SB3 policy in the randomized env, on the same episode seeds.
+
+    Randomization: the run's own configuration, else the task's default ranges. The file passes
+    when its success rate lies inside the SB3 policy's 95% Wilson interval (and vice versa).
+    """
+    import gymnasium as gym
+
+    randomization = source.randomization or "default"
+    env = gym.make(source.env_id, randomization=randomization, action_mode=source.action_mode)
+    dict_input = _dict_keys_and_sizes(source.model.policy.observation_space) is not None
+
+    def sb3_act(obs: dict) -> np.ndarray:
+        x: Any = obs if dict_input else policy_io.flatten_observation(obs)
+        if source.vecnormalize is not None:
+            x = source.vecnormalize.normalize_obs(x)
+        return source.model.predict(x, deterministic=True)[0]
+
+    def file_act(obs: dict) -> np.ndarray:
+        return policy.act(policy_io.flatten_observation(obs))
+
+    results = {}
+    for name, act in (("sb3", sb3_act), ("file", file_act)):
+        wins = 0
+        for ep in range(episodes):
+            obs, _ = env.reset(seed=seed + ep)
+            done, info = False, {}
+            while not done:
+                obs, _, terminated, truncated, info = env.step(act(obs))
+                done = terminated or truncated
+            wins += int(bool(info.get("is_success", False)))
+        lo, hi = wilson_interval(wins, episodes)
+        results[name] = {
+            "successes": wins,
+            "episodes": episodes,
+            "rate": wins / episodes,
+            "ci95": [lo, hi],
+        }
+    env.close()
+    sb3, f = results["sb3"], results["file"]
+    ok = (
+        sb3["ci95"][0] <= f["rate"] <= sb3["ci95"][1]
+        and f["ci95"][0] <= sb3["rate"] <= f["ci95"][1]
+    )
+    return {**results, "randomization": "run" if source.randomization else "default", "ok": ok}
+
+
+# Run in a fresh interpreter by check_isolated: block SB3, Gymnasium and MuJoCo, then load & act.
+_ISOLATED_SCRIPT = r"""
+import importlib.abc, json, sys
+BLOCKED = ("stable_baselines3", "sb3_contrib", "gymnasium", "gymnasium_robotics", "mujoco")
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"{name} is blocked in this test", name=name)
+        return None
+
+sys.meta_path.insert(0, Block())
+import numpy as np
+from manip_rl.export import load_policy
+policy = load_policy(sys.argv[1])
+obs = np.zeros(policy.obs_dim, dtype=np.float32)
+a1 = policy.act(obs)
+ab = policy.act(np.zeros((4, policy.obs_dim), dtype=np.float32))
+leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+print(json.dumps({"action": a1.tolist(), "batch_shape": list(ab.shape), "leaked": leaked,
+                  "task": policy.task, "obs_dim": policy.obs_dim}))
+"""
+
+
+def check_isolated(path: str | os.PathLike, timeout: float = 120.0) -> dict:
+    """Load and act with the file in a subprocess where stable_baselines3, sb3_contrib,
+    gymnasium and mujoco cannot be imported."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _ISOLATED_SCRIPT, os.fspath(path)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        return {"ok": False, "error": proc.stderr.strip().splitlines()[-1:] or ["exit code"]}
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["ok"] = (
+        not out["leaked"]
+        and out["batch_shape"] == [4, len(out["action"])]
+        and bool(np.all(np.abs(out["action"]) <= 1.0))
+    )
+    return out
+
+
+def verify(
+    path: str | os.PathLike, source: PolicySource, episodes: int = 50, samples: int = 10_000
+) -> dict:
+    """The three checks of a written policy file: parity, closed loop, isolation."""
+    policy = load_policy(path)
+    report = {
+        "parity": check_parity(policy, source, samples),
+        "closed_loop": check_closed_loop(policy, source, episodes) if episodes > 0 else None,
+        "isolated": check_isolated(path),
+    }
+    report["ok"] = all(v["ok"] for v in report.values() if v is not None)
+    return report
+
+
+# --------------------------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory written by `manip-rl train`")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="policy file to write (default: RUN/policy.pt, or RUN/policy.onnx)",
+    )
+    p.add_argument("--format", choices=FORMATS, default="torchscript")
+    p.add_argument(
+        "--which",
+        choices=("best", "final", "latest"),
+        default=None,
+        help="which saved model (default: best, else final, else latest)",
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="check parity with SB3, closed-loop success and SB3-free loading",
+    )
+    p.add_argument("--episodes", type=int, default=50, help="closed-loop episodes per policy")
+    p.add_argument("--samples", type=int, default=10_000, help="parity observations")
+
+
+def run(args: argparse.Namespace) -> int:
+    from manip_rl.policies.rundir import RunError
+
+    out = args.out or os.path.join(
+        args.run, "policy.onnx" if args.format == "onnx" else "policy.pt"
+    )
+    try:
+        source = source_from_run(args.run, args.which)
+        exported = export_policy(source, out, fmt=args.format)
+    except (RunError, ExportError) as e:
+        print(f"manip-rl export: {e}", file=sys.stderr)
+        return 2
+    md = exported.metadata
+    print(
+        f"wrote {out} ({args.format}): {md['task']} {md['env_id']}, obs {md['observation']['dim']}"
+        f" -> act {md['action']['dim']}, normalization "
+        f"{'on' if md['normalization']['enabled'] else 'off'}, {md['provenance']['algorithm']} "
+        f"@ {md['provenance']['timesteps']} steps, sha256 {md['weights_sha256'][:16]}..."
+    )
+    if not args.verify:
+        return 0
+    report = verify(out, source, args.episodes, args.samples)
+    par, cl, iso = report["parity"], report["closed_loop"], report["isolated"]
+    print(
+        f"parity     {'PASS' if par['ok'] else 'FAIL'}  max |file - SB3| = "
+        f"{par['max_abs_diff']:.2e} over {par['n']} observations (tolerance {par['tolerance']:g})"
+    )
+    if cl is not None:
+        s, f = cl["sb3"], cl["file"]
+        print(
+            f"closed loop {'PASS' if cl['ok'] else 'FAIL'}  success SB3 {s['successes']}/"
+            f"{s['episodes']} (95% CI {s['ci95'][0]:.0%}-{s['ci95'][1]:.0%}), file "
+            f"{f['successes']}/{f['episodes']} (95% CI {f['ci95'][0]:.0%}-{f['ci95'][1]:.0%}), "
+            f"randomization: {cl['randomization']}"
+        )
+    print(
+        f"isolated   {'PASS' if iso['ok'] else 'FAIL'}  loads and acts without "
+        f"stable_baselines3, gymnasium, mujoco" + ("" if iso["ok"] else f": {iso.get('error')}")
+    )
+    return 0 if report["ok"] else 1
