@@ -1,0 +1,212 @@
+"""Training configuration: per-task YAML (``manip_rl/configs/train``), command-line overrides,
+and the environment factory that training, evaluation and videos share."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from manip_rl.policies.algorithms import ALGORITHMS
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "train")
+TASKS = ("PandaReach", "PandaPush", "PandaPickPlace")
+ACTIVATIONS = ("tanh", "relu", "elu")
+# Keys a resolved configuration may hold (anything else is a typo the user should hear about).
+TOP_KEYS = (
+    "env_id", "algo", "task", "seed", "total_timesteps", "n_envs", "vec_env", "policy",
+    "policy_kwargs", "hyperparams", "normalize", "randomization", "action_mode", "flatten_obs",
+    "eval", "checkpoint_freq", "device", "torch_threads",
+)  # fmt: skip
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "vec_env": "subproc",
+    "policy": "MlpPolicy",
+    "policy_kwargs": {},
+    "hyperparams": {},
+    "normalize": {"norm_obs": True, "norm_reward": True, "clip_obs": 10.0},
+    "randomization": "default",
+    "action_mode": "joint_delta",
+    "flatten_obs": True,
+    "eval": {"freq": 20000, "episodes": 40},
+    "checkpoint_freq": 20000,
+    "device": "cpu",
+    "torch_threads": 1,
+}
+
+
+class ConfigError(ValueError):
+    """A training configuration or override that cannot be used; the message names the key."""
+
+
+def task_name(task: str) -> str:
+    """'PandaPush', 'PandaPushDense', 'manip_rl/PandaPush-v0' -> 'PandaPush'."""
+    name = task.split("/")[-1].split("-v")[0].removesuffix("Dense")
+    if name not in TASKS:
+        raise ConfigError(f"task {task!r} is unknown; use one of {', '.join(TASKS)}")
+    return name
+
+
+def deep_merge(base: Mapping, over: Mapping) -> dict:
+    out = copy.deepcopy(dict(base))
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _read_yaml(path: str) -> dict:
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def load_config(task: str, algo: str, config_file: str | None = None) -> dict:
+    """tasks.yaml[task] <- <algo>.yaml[task] (<- ``config_file``[task] or the whole file)."""
+    if algo not in ALGORITHMS:
+        raise ConfigError(f"--algo {algo!r} is unknown; use one of {', '.join(ALGORITHMS)}")
+    name = task_name(task)
+    cfg = deep_merge(DEFAULTS, _read_yaml(os.path.join(CONFIG_DIR, "tasks.yaml"))[name])
+    cfg = deep_merge(cfg, _read_yaml(os.path.join(CONFIG_DIR, f"{algo}.yaml")).get(name, {}))
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise ConfigError(f"--config {config_file!r} does not exist")
+        user = _read_yaml(config_file)
+        cfg = deep_merge(cfg, user.get(name, user) if isinstance(user, Mapping) else {})
+    cfg["algo"], cfg["task"] = algo, name
+    if "/" in task:  # an explicit env id (e.g. the sparse variant) wins over the table
+        cfg["env_id"] = task
+    return cfg
+
+
+def apply_overrides(cfg: dict, overrides: Sequence[str]) -> dict:
+    """Apply ``key.sub=value`` overrides; values are parsed as YAML (numbers, lists, null...)."""
+    cfg = copy.deepcopy(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(
+                f"--set {item!r}: write KEY=VALUE, e.g. hyperparams.learning_rate=1e-4"
+            )
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if parts[0] not in TOP_KEYS:
+            raise ConfigError(
+                f"--set {key!r}: unknown key {parts[0]!r}; known: {', '.join(TOP_KEYS)}"
+            )
+        value = yaml.safe_load(raw)
+        if isinstance(value, str):  # YAML reads 1e-4 as a string; numbers should be numbers
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        node = cfg
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
+    return cfg
+
+
+def validate(cfg: Mapping) -> None:
+    unknown = set(cfg) - set(TOP_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"unknown configuration key(s) {sorted(unknown)}; known: {', '.join(TOP_KEYS)}"
+        )
+    for key in ("total_timesteps", "n_envs"):
+        if not isinstance(cfg.get(key), int) or cfg[key] < 1:
+            raise ConfigError(f"{key}={cfg.get(key)!r}: must be a positive integer")
+    if cfg["vec_env"] not in ("subproc", "dummy"):
+        raise ConfigError(f"vec_env={cfg['vec_env']!r}: use subproc or dummy")
+    act = (cfg.get("policy_kwargs") or {}).get("activation_fn")
+    if act is not None and act not in ACTIVATIONS:
+        raise ConfigError(f"policy_kwargs.activation_fn={act!r}: use one of {ACTIVATIONS}")
+    ev = cfg.get("eval") or {}
+    if int(ev.get("episodes", 1)) < 1:
+        raise ConfigError("eval.episodes must be at least 1")
+
+
+def policy_kwargs(cfg: Mapping) -> dict:
+    """SB3 policy_kwargs with the activation resolved from its name."""
+    import torch.nn as nn
+
+    kw = dict(cfg.get("policy_kwargs") or {})
+    if "activation_fn" in kw:
+        kw["activation_fn"] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}[kw["activation_fn"]]
+    return kw
+
+
+def randomization_dict(cfg: Mapping) -> dict | None:
+    """The randomization configuration as a plain dict (what the run records), or None."""
+    from manip_rl.envs.randomization import load_config as load_dr
+
+    task = {"PandaReach": "reach", "PandaPush": "push", "PandaPickPlace": "pick_place"}[
+        task_name(cfg["env_id"])
+    ]
+    dr = load_dr(cfg.get("randomization"), task)
+    return None if dr is None else dr.to_dict()
+
+
+class EnvFactory:
+    """Picklable env constructor (SubprocVecEnv sends it to each worker)."""
+
+    def __init__(
+        self,
+        env_id: str,
+        randomization: dict | None,
+        action_mode: str,
+        flatten_obs: bool,
+        seed: int | None = None,
+        render_mode: str | None = None,
+        monitor: bool = True,
+    ) -> None:
+        self.env_id, self.randomization, self.action_mode = env_id, randomization, action_mode
+        self.flatten_obs, self.seed, self.render_mode, self.monitor = (
+            flatten_obs,
+            seed,
+            render_mode,
+            monitor,
+        )
+
+    def __call__(self):
+        import gymnasium as gym
+
+        import manip_rl  # noqa: F401  (registers the envs in a fresh worker)
+
+        env = gym.make(
+            self.env_id,
+            randomization=self.randomization,
+            action_mode=self.action_mode,
+            render_mode=self.render_mode,
+        )
+        if self.flatten_obs:
+            # Same order as policy_io.flatten_observation: achieved_goal|desired_goal|observation.
+            env = gym.wrappers.FlattenObservation(env)
+        if self.monitor:
+            from stable_baselines3.common.monitor import Monitor
+
+            env = Monitor(env, info_keywords=("is_success",))
+        if self.seed is not None:
+            env.reset(seed=self.seed)
+            env.action_space.seed(self.seed)
+        return env
+
+
+def env_factory(cfg: Mapping, randomized: bool = True, seed: int | None = None, **kw) -> EnvFactory:
+    rand = None
+    if randomized:
+        # A run trained on the nominal model is still judged under the task's default ranges.
+        rand = randomization_dict(cfg) or randomization_dict({**cfg, "randomization": "default"})
+    return EnvFactory(
+        cfg["env_id"],
+        rand,
+        cfg.get("action_mode", "joint_delta"),
+        bool(cfg.get("flatten_obs", True)),
+        seed=seed,
+        **kw,
+    )

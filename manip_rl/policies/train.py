@@ -1,0 +1,366 @@
+"""``manip-rl train``: train a policy on a randomized task, resumable after a kill.
+
+Per-task hyperparameters come from ``manip_rl/configs/train`` (tasks.yaml merged with the
+algorithm's file), every value overridable with ``--set KEY=VALUE``. Training runs SB3's
+on-policy loop over subprocess vector envs with VecNormalize; everything it produces goes into
+one run directory (see :mod:`manip_rl.policies.rundir`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import io
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import CSVOutputFormat
+
+from manip_rl.fileio import atomic_write_text
+from manip_rl.policies import config as cfgmod
+from manip_rl.policies import rundir
+from manip_rl.policies.algorithms import ALGORITHMS
+
+EVAL_COLUMNS = (
+    "timesteps", "wall_s", "success_randomized", "success_nominal",
+    "ci_randomized_low", "ci_randomized_high", "ci_nominal_low", "ci_nominal_high",
+    "return_randomized", "return_nominal", "episodes",
+)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", default="PandaPush",
+                   help="PandaReach | PandaPush | PandaPickPlace, or a full env id such as "
+                        "manip_rl/PandaPush-v0 (default PandaPush)")  # fmt: skip
+    p.add_argument("--algo", default="ppo", choices=ALGORITHMS, help="algorithm (default ppo)")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN from its latest checkpoint")
+    p.add_argument("--run-dir", help="where to write the run (default runs/<task>_<algo>_<time>)")
+    p.add_argument("--config", help="a YAML file merged over the shipped configuration")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any configuration value, e.g. hyperparams.learning_rate=1e-4, "
+                        "policy_kwargs.net_arch=[64,64]; repeatable")  # fmt: skip
+    p.add_argument("--timesteps", type=int, help="total environment steps (total_timesteps)")
+    p.add_argument("--n-envs", type=int, help="parallel environments (n_envs)")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--randomization", help="default | none | a YAML path")
+    p.add_argument("--vec-env", choices=("subproc", "dummy"), help="vector env kind")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def resolve_config(args: argparse.Namespace) -> dict:
+    cfg = cfgmod.load_config(args.task, args.algo, args.config)
+    shortcuts = {
+        "total_timesteps": args.timesteps,
+        "n_envs": args.n_envs,
+        "seed": args.seed,
+        "randomization": args.randomization,
+        "vec_env": args.vec_env,
+    }
+    cfg.update({k: v for k, v in shortcuts.items() if v is not None})
+    cfg = cfgmod.apply_overrides(cfg, args.overrides)
+    cfg["randomization"] = cfgmod.randomization_dict(cfg)  # the run records the ranges themselves
+    cfgmod.validate(cfg)
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.resume:
+            return resume(args.resume, args)
+        cfg = resolve_config(args)
+    except (cfgmod.ConfigError, rundir.RunError, ValueError) as e:
+        raise SystemExit(f"manip-rl train: {e}") from None
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(cfg, sort_keys=False))
+        return 0
+    path = args.run_dir or os.path.join(
+        "runs", f"{cfg['task']}_{cfg['algo']}_{datetime.datetime.now():%Y%m%d_%H%M%S}"
+    )
+    if os.path.exists(os.path.join(path, rundir.CONFIG_FILE)):
+        raise SystemExit(
+            f"manip-rl train: {path} already holds a run; use --resume {path} or another --run-dir"
+        )
+    os.makedirs(path, exist_ok=True)
+    rundir.write_config(path, cfg)
+    train(path, cfg, progress=not args.no_progress)
+    return 0
+
+
+def resume(path: str, args: argparse.Namespace) -> int:
+    r = rundir.load_run(path)
+    cfg = dict(r.config)
+    if args.timesteps:
+        cfg["total_timesteps"] = args.timesteps
+    if cfg != r.config:
+        rundir.write_config(path, cfg)
+    if r.latest_checkpoint() is None:
+        raise SystemExit(
+            f"manip-rl train: {path} has no checkpoint to resume from; start it afresh"
+        )
+    train(path, cfg, progress=not args.no_progress, resume_from=r.latest_checkpoint())
+    return 0
+
+
+# ------------------------------------------------------------------------------------ training
+def make_vec_env(cfg: dict, seed: int):
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    fns = [cfgmod.env_factory(cfg, randomized=True, seed=seed + i) for i in range(cfg["n_envs"])]
+    if cfg["vec_env"] == "subproc" and cfg["n_envs"] > 1:
+        return SubprocVecEnv(fns, start_method="forkserver")
+    return DummyVecEnv(fns)
+
+
+def train(path: str, cfg: dict, progress: bool = True, resume_from: dict | None = None) -> None:
+    import torch
+    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from manip_rl.policies.algorithms import algorithm_class
+
+    torch.set_num_threads(int(cfg.get("torch_threads", 1)))
+    algo_cls = algorithm_class(cfg["algo"])
+    done_steps = int(resume_from["timesteps"]) if resume_from else 0
+    venv = make_vec_env(cfg, cfg["seed"] + done_steps)
+    norm = cfg.get("normalize") or None
+    ckdir = os.path.join(path, rundir.CHECKPOINT_DIR)
+    if resume_from:
+        _truncate_logs(path, done_steps)
+        vn_name = resume_from.get("vecnormalize")
+        if vn_name:
+            venv = VecNormalize.load(os.path.join(ckdir, vn_name), venv)
+            venv.training = True
+        model = algo_cls.load(
+            os.path.join(ckdir, resume_from["model"]), env=venv, device=cfg.get("device", "cpu")
+        )
+        model.num_timesteps = done_steps
+    else:
+        if norm:
+            venv = VecNormalize(venv, gamma=cfg["hyperparams"].get("gamma", 0.99), **norm)
+        model = algo_cls(
+            cfg.get("policy", "MlpPolicy"),
+            venv,
+            policy_kwargs=cfgmod.policy_kwargs(cfg),
+            seed=cfg["seed"],
+            device=cfg.get("device", "cpu"),
+            verbose=0,
+            **cfg.get("hyperparams", {}),
+        )
+    logger = configure(os.path.join(path, rundir.LOG_DIR), ["tensorboard"])
+    logger.output_formats.append(_ResumableCSV(os.path.join(path, rundir.LOG_DIR, "progress.csv")))
+    model.set_logger(logger)
+
+    cb = RunCallback(path, cfg, resume_from)
+    remaining = cfg["total_timesteps"] - done_steps
+    # SIGTERM (a scheduler's stop) ends training like Ctrl-C: with a checkpoint.
+    old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        if remaining > 0:
+            model.learn(
+                remaining,
+                callback=cb,
+                reset_num_timesteps=False,
+                progress_bar=progress and sys.stderr.isatty(),
+                tb_log_name="tb",
+            )
+    except KeyboardInterrupt:
+        cb.save_checkpoint()
+        print(f"\ninterrupted at {model.num_timesteps} steps; continue with "
+              f"`manip-rl train --resume {path}`")  # fmt: skip
+        raise SystemExit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    cb.finish()
+    venv.close()
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _truncate_logs(path: str, steps: int) -> None:
+    """Drop log rows written after the checkpoint a run resumes from: they describe training
+    that the kill threw away, and the resumed run writes those steps again."""
+    for rel, key in (
+        ((rundir.LOG_DIR, "progress.csv"), "time/total_timesteps"),
+        ((rundir.EVAL_DIR, rundir.EVAL_FILE), "timesteps"),
+    ):
+        p = os.path.join(path, *rel)
+        if not os.path.isfile(p):
+            continue
+        with open(p, newline="") as f:
+            reader = csv.DictReader(f)
+            fields = reader.fieldnames or []
+            rows = [row for row in reader if _int(row.get(key)) <= steps]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(p, buf.getvalue())
+
+
+def _int(v: Any) -> int:
+    try:
+        return int(float(v))
+    except (TypeError, ValueError):
+        return 0
+
+
+class _ResumableCSV(CSVOutputFormat):
+    """SB3's CSV logger that continues an existing progress.csv (SB3's own truncates it)."""
+
+    def __init__(self, filename: str) -> None:
+        self.separator, self.quotechar = ",", '"'
+        if os.path.isfile(filename) and os.path.getsize(filename) > 0:
+            self.file = open(filename, "r+")  # noqa: SIM115 - closed by close()
+            header = self.file.readline().strip()
+            self.keys = header.split(",") if header else []
+            self.file.seek(0, os.SEEK_END)
+        else:
+            os.makedirs(os.path.dirname(filename), exist_ok=True)
+            self.file = open(filename, "w+")  # noqa: SIM115
+            self.keys = []
+
+
+# ------------------------------------------------------------------------------------ callback
+class RunCallback(BaseCallback):
+    """Checkpoints, periodic evaluation (randomized and nominal), best model, wall-clock log."""
+
+    def __init__(self, path: str, cfg: dict, resume_from: dict | None) -> None:
+        super().__init__()
+        self.path, self.cfg = path, cfg
+        ev = cfg.get("eval") or {}
+        self.eval_freq = int(ev.get("freq", 0))
+        self.eval_episodes = int(ev.get("episodes", 40))
+        self.checkpoint_freq = int(cfg.get("checkpoint_freq", 0))
+        self.wall_offset = float((resume_from or {}).get("wall_s", 0.0))
+        steps = int((resume_from or {}).get("timesteps", 0))
+        self.last_eval = self.last_ckpt = steps
+        self.best = self._read_best()
+        self.t0 = time.monotonic()
+        self._evaluators: dict[bool, Any] = {}
+
+    def _read_best(self) -> tuple[float, float]:
+        p = os.path.join(self.path, rundir.BEST_DIR, rundir.META_FILE)
+        if os.path.isfile(p):
+            import json
+
+            with open(p) as f:
+                m = json.load(f)
+            return float(m.get("success_randomized", -1)), float(m.get("success_nominal", -1))
+        return -1.0, -1.0
+
+    @property
+    def wall_s(self) -> float:
+        return self.wall_offset + time.monotonic() - self.t0
+
+    def _vecnorm(self):
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        env = self.model.get_env()
+        return env if isinstance(env, VecNormalize) else None
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        # Called after each update: the saved model has learned from every counted step.
+        n = self.model.num_timesteps
+        self.logger.record("time/wall_s", round(self.wall_s, 2))
+        if self.eval_freq and n - self.last_eval >= self.eval_freq:
+            self.evaluate()
+        if self.checkpoint_freq and n - self.last_ckpt >= self.checkpoint_freq:
+            self.save_checkpoint()
+
+    def save_checkpoint(self) -> None:
+        n = self.model.num_timesteps
+        rundir.save_checkpoint(
+            self.path, self.model, self._vecnorm(), n, extra={"wall_s": round(self.wall_s, 2)}
+        )
+        self.last_ckpt = n
+
+    def evaluate(self) -> dict:
+        from manip_rl.policies.evaluate import Evaluator
+
+        n = self.model.num_timesteps
+        vecnorm = self._vecnorm()
+        results = {}
+        for cond, randomized in (("randomized", True), ("nominal", False)):
+            if randomized not in self._evaluators:
+                self._evaluators[randomized] = Evaluator(
+                    self.cfg, randomized, n_envs=min(8, self.eval_episodes)
+                )
+            results[cond] = self._evaluators[randomized].run(
+                self.model, vecnorm, self.eval_episodes
+            )
+        r, nom = results["randomized"], results["nominal"]
+        row = {
+            "timesteps": n,
+            "wall_s": round(self.wall_s, 2),
+            "success_randomized": r.success_rate,
+            "success_nominal": nom.success_rate,
+            "ci_randomized_low": round(r.interval[0], 4),
+            "ci_randomized_high": round(r.interval[1], 4),
+            "ci_nominal_low": round(nom.interval[0], 4),
+            "ci_nominal_high": round(nom.interval[1], 4),
+            "return_randomized": round(r.mean_return, 4),
+            "return_nominal": round(nom.mean_return, 4),
+            "episodes": self.eval_episodes,
+        }
+        self._append_eval(row)
+        self.logger.record("eval/success_randomized", r.success_rate)
+        self.logger.record("eval/success_nominal", nom.success_rate)
+        self.logger.record("eval/return_randomized", r.mean_return)
+        self.logger.record("eval/return_nominal", nom.mean_return)
+        if (r.success_rate, nom.success_rate) > self.best:
+            self.best = (r.success_rate, nom.success_rate)
+            rundir.save_model_dir(
+                self.model,
+                vecnorm,
+                os.path.join(self.path, rundir.BEST_DIR),
+                {"timesteps": n, "success_randomized": r.success_rate,
+                 "success_nominal": nom.success_rate, "episodes": self.eval_episodes},
+            )  # fmt: skip
+        self.last_eval = n
+        return row
+
+    def _append_eval(self, row: dict) -> None:
+        p = os.path.join(self.path, rundir.EVAL_DIR, rundir.EVAL_FILE)
+        rows = []
+        if os.path.isfile(p):
+            with open(p, newline="") as f:
+                rows = list(csv.DictReader(f))
+        rows.append(row)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=EVAL_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(p, buf.getvalue())
+
+    def finish(self) -> None:
+        """End of training: a last evaluation, a checkpoint and the final model."""
+        n = self.model.num_timesteps
+        row = self.evaluate() if self.eval_freq and n > self.last_eval else None
+        self.save_checkpoint()
+        meta = {"timesteps": n, "wall_s": round(self.wall_s, 2)}
+        if row:
+            meta.update(success_randomized=row["success_randomized"],
+                        success_nominal=row["success_nominal"])  # fmt: skip
+        rundir.save_model_dir(
+            self.model, self._vecnorm(), os.path.join(self.path, rundir.FINAL_DIR), meta
+        )
+        for e in self._evaluators.values():
+            e.close()
+        self.model.logger.dump(n)
+        print(f"{self.path}: {n} steps in {self.wall_s:.0f} s"
+              + (f"; success randomized {row['success_randomized']:.0%}, nominal "
+                 f"{row['success_nominal']:.0%}" if row else ""))  # fmt: skip
