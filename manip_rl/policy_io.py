@@ -20,6 +20,7 @@ Conventions
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -206,6 +207,24 @@ def make_layout(task: str, action_dim: int) -> ObsLayout:
     return ObsLayout(task, fields, achieved, _FIELDS["goal"])
 
 
+# A sensor reading as one flat vector (what the simulator fills each step and what the robot-side
+# Sensors packs into): fields and their slices. Tasks without an object leave its slots at zero.
+SENSOR_FIELDS: tuple[tuple[str, int], ...] = (
+    ("joint_pos", 7),
+    ("joint_vel", 7),
+    ("ee_pos", 3),
+    ("gripper_opening", 1),
+    ("object_pos", 3),
+    ("object_quat", 4),
+)
+SENSOR_SLICES: dict[str, slice] = {}
+_start = 0
+for _name, _size in SENSOR_FIELDS:
+    SENSOR_SLICES[_name] = slice(_start, _start + _size)
+    _start += _size
+SENSOR_DIM = _start
+
+
 @dataclasses.dataclass
 class Sensors:
     """What a robot (or the simulator) measures at one instant, robot convention."""
@@ -217,28 +236,75 @@ class Sensors:
     object_pos: np.ndarray | None = None
     object_quat: np.ndarray | None = None
 
+    def to_vector(self) -> np.ndarray:
+        v = np.zeros(SENSOR_DIM)
+        v[SENSOR_SLICES["joint_pos"]] = self.joint_pos
+        v[SENSOR_SLICES["joint_vel"]] = self.joint_vel
+        v[SENSOR_SLICES["ee_pos"]] = self.ee_pos
+        v[SENSOR_SLICES["gripper_opening"]] = self.gripper_opening
+        if self.object_pos is not None:
+            v[SENSOR_SLICES["object_pos"]] = self.object_pos
+        if self.object_quat is not None:
+            v[SENSOR_SLICES["object_quat"]] = self.object_quat
+        return v
+
+
+class ObservationBuilder:
+    """Builds a layout's observation from a sensor vector, goal and previous action.
+
+    The layout is compiled once into one gather index over ``[sensors | object - ee | goal |
+    previous action]``, so a step costs one concatenate and one take (this runs in every env
+    step and every robot control cycle).
+    """
+
+    def __init__(self, layout: ObsLayout) -> None:
+        self.layout = layout
+        rel, goal = SENSOR_DIM, SENSOR_DIM + 3
+        prev = SENSOR_DIM + 6
+        source = {name: range(sl.start, sl.stop) for name, sl in SENSOR_SLICES.items()}
+        source["object_rel_pos"] = range(rel, rel + 3)
+        source["goal"] = range(goal, goal + 3)
+        index = list(source[layout.achieved_goal.name]) + list(source["goal"])
+        for f in layout.observation:
+            index += (
+                list(range(prev, prev + f.size))
+                if f.name == "prev_action"
+                else list(source[f.name])
+            )
+        self._index = np.array(index)
+        self._needs_object = any(f.name.startswith("object") for f in layout.observation)
+        g = layout.goal_dim
+        self._split = (g, 2 * g)
+
+    def __call__(
+        self, sensors: np.ndarray, goal: np.ndarray, prev_action: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        obj, ee = sensors[SENSOR_SLICES["object_pos"]], sensors[SENSOR_SLICES["ee_pos"]]
+        src = np.concatenate((sensors, obj - ee, goal, prev_action))
+        flat = src.take(self._index).astype(np.float32)
+        a, b = self._split
+        return {"observation": flat[b:], "achieved_goal": flat[:a], "desired_goal": flat[a:b]}
+
+
+@functools.lru_cache(maxsize=32)
+def _builder(layout: ObsLayout) -> ObservationBuilder:
+    return ObservationBuilder(layout)
+
 
 def build_observation(
     layout: ObsLayout, sensors: Sensors, goal: np.ndarray, prev_action: np.ndarray
 ) -> dict[str, np.ndarray]:
     """The GoalEnv observation dict from sensor readings; the one builder used everywhere."""
-    parts = []
-    for f in layout.observation:
-        name = f.name
-        if name == "gripper_opening":
-            parts.append((sensors.gripper_opening,))
-        elif name == "object_rel_pos":
-            parts.append(_required(sensors.object_pos, "object_pos") - sensors.ee_pos)
-        elif name == "prev_action":
-            parts.append(prev_action)
-        else:
-            parts.append(_required(getattr(sensors, name), name))
-    achieved = sensors.ee_pos if layout.achieved_goal.name == "ee_pos" else sensors.object_pos
-    return {
-        "observation": np.concatenate(parts, dtype=np.float32),
-        "achieved_goal": np.array(_required(achieved, "object_pos"), dtype=np.float32),
-        "desired_goal": np.array(goal, dtype=np.float32),
-    }
+    builder = _builder(layout)
+    if builder._needs_object or layout.achieved_goal.name == "object_pos":
+        _required(sensors.object_pos, "object_pos")
+        _required(sensors.object_quat, "object_quat")
+    prev = np.asarray(prev_action, dtype=np.float64)
+    if prev.shape != (layout.observation[-1].size,):
+        raise ValueError(
+            f"previous action has shape {prev.shape}; the layout needs ({layout.observation[-1].size},)"
+        )
+    return builder(sensors.to_vector(), np.asarray(goal, dtype=np.float64), prev)
 
 
 def _required(value: np.ndarray | None, name: str) -> np.ndarray:
@@ -272,17 +338,29 @@ def action_to_joint_targets(
         raise ValueError(
             f"action has shape {a.shape}, the policy's action spec needs ({spec.dim},)"
         )
-    a = sanitize_action(a)
+    return sanitized_action_to_joint_targets(
+        spec, sanitize_action(a), np.asarray(joint_pos, dtype=np.float64), ee_jacobian
+    )
+
+
+def sanitized_action_to_joint_targets(
+    spec: ActionSpec,
+    action: np.ndarray,
+    joint_pos: np.ndarray,
+    ee_jacobian: np.ndarray | None = None,
+) -> tuple[np.ndarray, float | None]:
+    """:func:`action_to_joint_targets` for an action already through :func:`sanitize_action`
+    (the env's hot path, which sanitizes once for both the command and ``prev_action``)."""
     if spec.mode == JOINT_DELTA:
-        dq = spec.joint_scale * a[:7]
+        dq = spec.joint_scale * action[:7]
     else:
         if ee_jacobian is None:
             raise ValueError("ee_delta actions need the end-effector Jacobian")
-        dq = damped_least_squares(ee_jacobian, spec.ee_scale * a[:3])
+        dq = damped_least_squares(ee_jacobian, spec.ee_scale * action[:3])
     targets = np.minimum(np.maximum(joint_pos + dq, spec.lower), spec.upper)
     gripper = None
     if spec.gripper:
-        gripper = float((a[-1] + 1.0) * 0.5 * GRIPPER_MAX_OPENING)
+        gripper = float((action[-1] + 1.0) * 0.5 * GRIPPER_MAX_OPENING)
     return targets, gripper
 
 

@@ -15,22 +15,18 @@ import numpy as np
 from manip_rl import policy_io
 from manip_rl.envs import scene
 from manip_rl.envs.randomization import DomainRandomizer, Sample, load_config
-from manip_rl.policy_io import SIM_JOINT_OFFSETS, Sensors
+from manip_rl.policy_io import SIM_JOINT_OFFSETS
 
 REWARD_TYPES = ("sparse", "dense")
 
-# One flat buffer holds a sensor reading, so noise and bias are one vector operation per step.
-_SENSOR_SLICES = {
-    "joint_pos": slice(0, 7),
-    "joint_vel": slice(7, 14),
-    "ee_pos": slice(14, 17),
-    "gripper_opening": slice(17, 18),
-    "object_pos": slice(18, 21),
-    "object_quat": slice(21, 25),
-}
-_N_SENSE = 25
-_JOINT_POS, _JOINT_VEL, _EE_POS, _GRIPPER, _OBJECT_POS, _OBJECT_QUAT = _SENSOR_SLICES.values()
-_OBJECT = slice(18, 25)
+# One flat vector holds a sensor reading (policy_io.SENSOR_FIELDS), so noise and bias are one
+# vector operation per step and the observation one gather.
+_SENSOR_SLICES = policy_io.SENSOR_SLICES
+_N_SENSE = policy_io.SENSOR_DIM
+_JOINT_POS, _JOINT_VEL, _EE_POS, _GRIPPER = (
+    _SENSOR_SLICES[k] for k in ("joint_pos", "joint_vel", "ee_pos", "gripper_opening")
+)
+_OBJECT = slice(_SENSOR_SLICES["object_pos"].start, _SENSOR_SLICES["object_quat"].stop)
 
 
 class PandaEnv(gym.Env):
@@ -88,9 +84,10 @@ class PandaEnv(gym.Env):
 
         self.goal = np.zeros(3)
         self._prev_action = np.zeros(self.action_spec.dim)
-        self._sensor_history: collections.deque[Sensors] = collections.deque(maxlen=1)
+        self._build_obs = policy_io.ObservationBuilder(self.layout)
+        self._sensor_history: collections.deque[np.ndarray] = collections.deque(maxlen=1)
         self._command_queue: collections.deque = collections.deque(maxlen=1)
-        self._observed: Sensors | None = None
+        self._observed = np.zeros(_N_SENSE)  # the sensor vector the policy saw last
         self._jacp = np.zeros((3, self.model.nv))
         self._noise_vec: np.ndarray | None = None  # per-step noise std of each sensor entry
         self._bias_vec = np.zeros(_N_SENSE)  # this episode's sensor bias
@@ -159,8 +156,8 @@ class PandaEnv(gym.Env):
         # Targets are computed from the joint positions the policy observed, as on the robot.
         jac = self._ee_jacobian() if self.action_spec.mode == policy_io.EE_DELTA else None
         self._command_queue.append(
-            policy_io.action_to_joint_targets(
-                self.action_spec, applied, self._observed.joint_pos, jac
+            policy_io.sanitized_action_to_joint_targets(
+                self.action_spec, applied, self._observed[_JOINT_POS], jac
             )
         )
         targets, gripper = self._command_queue[0]  # actuator latency: the oldest command
@@ -227,33 +224,24 @@ class PandaEnv(gym.Env):
             self._renderer = None
 
     # ----------------------------------------------------------------- sensing
-    def _measure(self) -> Sensors:
-        """What the robot's sensors read now: true state plus per-step noise and episode bias."""
-        d, ids, v = self.data, self.ids, np.empty(_N_SENSE)
+    def _measure(self) -> np.ndarray:
+        """What the robot's sensors read now (policy_io.SENSOR_FIELDS order): the true state plus
+        per-step noise and this episode's bias."""
+        d, ids, v = self.data, self.ids, np.zeros(_N_SENSE)
         v[_JOINT_POS] = d.qpos[ids.arm_qpos]
         v[_JOINT_POS] += SIM_JOINT_OFFSETS
         v[_JOINT_VEL] = d.qvel[ids.arm_dof]
         v[_EE_POS] = d.site_xpos[ids.ee_site]
         v[_GRIPPER] = d.qpos[ids.finger_qpos].sum()
-        has_object = ids.object_body >= 0
-        if has_object:
+        if ids.object_body >= 0:
             v[_OBJECT] = d.qpos[ids.object_qpos : ids.object_qpos + 7]
         if self._noise_vec is not None:
             v += self._noise_vec * self._rng.standard_normal(_N_SENSE) + self._bias_vec
-        return Sensors(
-            joint_pos=v[_JOINT_POS],
-            joint_vel=v[_JOINT_VEL],
-            ee_pos=v[_EE_POS],
-            gripper_opening=float(v[_GRIPPER.start]),
-            object_pos=v[_OBJECT_POS] if has_object else None,
-            object_quat=v[_OBJECT_QUAT] if has_object else None,
-        )
+        return v
 
     def _observation(self) -> dict[str, np.ndarray]:
         self._observed = self._sensor_history[0]
-        return policy_io.build_observation(
-            self.layout, self._observed, self.goal, self._prev_action
-        )
+        return self._build_obs(self._observed, self.goal, self._prev_action)
 
     def _ee_jacobian(self) -> np.ndarray:
         mujoco.mj_comPos(self.model, self.data)
@@ -273,7 +261,7 @@ class PandaEnv(gym.Env):
 
     def _is_success(self) -> bool:
         diff = self._achieved_true() - self.goal
-        return bool(np.sqrt(diff @ diff) < self.distance_threshold)
+        return bool(diff @ diff < self.distance_threshold**2)
 
     def _goal_free_reward_terms(self, obs: Mapping[str, np.ndarray]) -> dict[str, float]:
         return {}

@@ -70,7 +70,8 @@ class PandaPushEnv(PandaEnv):
         self.goal = np.asarray(goal, float)
 
     def _achieved_true(self) -> np.ndarray:
-        return self.object_position
+        o = self.ids.object_qpos
+        return self.data.qpos[o : o + 3]
 
     def _goal_free_reward_terms(self, obs: Mapping[str, np.ndarray]) -> dict[str, float]:
         if self.reward_type != "dense":

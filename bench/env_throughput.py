@@ -1,0 +1,208 @@
+"""Environment throughput against gymnasium-robotics FetchPush-v4, measured in one run.
+
+Prints, for each scene: the raw ``mj_step`` rate (replaying the controls the env applied, so the
+physics sees the same motions and contacts), env steps/s with randomization off and on, in one
+process and in two, and FetchPush-v4 measured the same way. Both simulate 40 ms per env step
+(FetchPush: 20 x 2 ms; manip_rl: 12 x 3.33 ms), so steps/s compare at equal simulated time.
+
+Each figure is the median of interleaved repeats (the machine is shared and noisy).
+
+    python bench/env_throughput.py              # about 2 minutes
+    python bench/env_throughput.py --components # also: cost of each randomized quantity
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import statistics
+import time
+import warnings
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+TARGETS = {
+    "vs_fetch": 3.0,  # our env (randomization on, one process) / FetchPush-v4
+    "overhead": 0.85,  # our env (randomization off) / (raw mj_step rate / substeps)
+    "randomization_cost": 0.05,  # 1 - on / off
+    "two_process": 1.8,  # two processes / one
+}
+
+
+def make(env_id: str, randomization: object | None) -> gym.Env:
+    if env_id.startswith("manip_rl/"):
+        import manip_rl  # noqa: F401
+
+        return gym.make(env_id, randomization=randomization)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import gymnasium_robotics
+
+        gym.register_envs(gymnasium_robotics)
+    return gym.make(env_id)
+
+
+def env_rate(env_id: str, randomization: object | None, seconds: float, seed: int = 0) -> float:
+    """Env steps per second through gym.make (wrappers included), random actions, auto-reset."""
+    env = make(env_id, randomization)
+    rng = np.random.default_rng(seed)
+    actions = rng.uniform(-1, 1, (4096, *env.action_space.shape)).astype(np.float32)
+    env.reset(seed=seed)
+    for a in actions[:50]:  # warm-up
+        env.step(a)
+    n, start = 0, time.perf_counter()
+    while True:
+        for i in range(256):
+            _, _, terminated, truncated, _ = env.step(actions[(n + i) % len(actions)])
+            if terminated or truncated:
+                env.reset()
+        n += 256
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            env.close()
+            return n / elapsed
+
+
+def raw_rate(env_id: str, seconds: float, seed: int = 0) -> tuple[float, int]:
+    """Raw mj_step rate of the env's own model replaying the controls the env applied.
+
+    Returns (env steps/s as raw physics allows, substeps per env step)."""
+    env = make(env_id, None)
+    base = env.unwrapped
+    model, data = base.model, base.data
+    substeps = _substeps(base)
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    initial = (data.qpos.copy(), data.qvel.copy())
+    controls = []
+    for _ in range(env.spec.max_episode_steps):
+        env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+        controls.append((data.ctrl.copy(), data.mocap_pos.copy(), data.mocap_quat.copy()))
+    replay = mujoco.MjData(model)
+    n, start = 0, time.perf_counter()
+    while True:
+        replay.qpos[:], replay.qvel[:] = initial
+        mujoco.mj_forward(model, replay)
+        for ctrl, mocap_pos, mocap_quat in controls:
+            replay.ctrl[:] = ctrl
+            if model.nmocap:  # Fetch moves its gripper by mocap
+                replay.mocap_pos[:], replay.mocap_quat[:] = mocap_pos, mocap_quat
+            mujoco.mj_step(model, replay, nstep=substeps)
+        n += len(controls)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            env.close()
+            return n / elapsed, substeps
+
+
+def _substeps(base: gym.Env) -> int:
+    if hasattr(base, "n_substeps"):  # gymnasium-robotics
+        return int(base.n_substeps)
+    from manip_rl.envs import scene
+
+    return scene.SUBSTEPS
+
+
+def _worker(env_id, randomization, seconds, seed, barrier, out):
+    barrier.wait()
+    out.put(env_rate(env_id, randomization, seconds, seed))
+
+
+def two_process_rate(env_id: str, randomization: object | None, seconds: float) -> float:
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(2), ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker, args=(env_id, randomization, seconds, s, barrier, out))
+        for s in (1, 2)
+    ]
+    for p in procs:
+        p.start()
+    rates = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return sum(rates)
+
+
+def median_of(repeats: int, fn, *args) -> float:
+    return statistics.median(fn(*args) for _ in range(repeats))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; median reported")
+    p.add_argument(
+        "--task", default="PandaPush", choices=("PandaReach", "PandaPush", "PandaPickPlace")
+    )
+    p.add_argument("--components", action="store_true", help="cost of each randomized quantity")
+    args = p.parse_args()
+    ours, fetch = f"manip_rl/{args.task}-v0", "FetchPush-v4"
+    print(f"cpu cores: {os.cpu_count()}  mujoco {mujoco.__version__}  numpy {np.__version__}")
+
+    rows: dict[str, list[float]] = {k: [] for k in ("fetch", "off", "on", "raw_ours", "raw_fetch")}
+    for r in range(args.repeats):  # interleaved, so drifting machine load hits all alike
+        rows["fetch"].append(env_rate(fetch, None, args.seconds, r))
+        rows["off"].append(env_rate(ours, None, args.seconds, r))
+        rows["on"].append(env_rate(ours, "default", args.seconds, r))
+        rows["raw_ours"].append(raw_rate(ours, args.seconds, r)[0])
+        rows["raw_fetch"].append(raw_rate(fetch, args.seconds, r)[0])
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    two_on = median_of(max(1, args.repeats - 1), two_process_rate, ours, "default", args.seconds)
+    two_fetch = two_process_rate(fetch, None, args.seconds)
+    _, sub_ours = raw_rate(ours, 0.1)
+    _, sub_fetch = raw_rate(fetch, 0.1)
+
+    print(f"\n{'':44s}{'env steps/s':>12s}  notes")
+    print(
+        f"{fetch + ' raw mj_step / ' + str(sub_fetch):44s}{med['raw_fetch']:12.0f}  "
+        f"({med['raw_fetch'] * sub_fetch:,.0f} mj_step/s)"
+    )
+    print(f"{fetch + ' env, 1 process':44s}{med['fetch']:12.0f}")
+    print(f"{fetch + ' env, 2 processes':44s}{two_fetch:12.0f}")
+    print(
+        f"{ours + ' raw mj_step / ' + str(sub_ours):44s}{med['raw_ours']:12.0f}  "
+        f"({med['raw_ours'] * sub_ours:,.0f} mj_step/s)"
+    )
+    print(f"{ours + ' env, randomization off':44s}{med['off']:12.0f}")
+    print(f"{ours + ' env, randomization on':44s}{med['on']:12.0f}")
+    print(f"{ours + ' env, randomization on, 2 processes':44s}{two_on:12.0f}")
+
+    ratios = {
+        "vs_fetch": med["on"] / med["fetch"],
+        "overhead": med["off"] / med["raw_ours"],
+        "randomization_cost": 1 - med["on"] / med["off"],
+        "two_process": two_on / med["on"],
+    }
+    print(f"\ncontrol period: 40 ms for both ({fetch}: {sub_fetch} substeps, {ours}: {sub_ours})")
+    labels = {
+        "vs_fetch": f"{ours} (randomized) / {fetch}",
+        "overhead": "env / raw physics bound (Python overhead)",
+        "randomization_cost": "randomization cost",
+        "two_process": "2 processes / 1 process",
+    }
+    for key, value in ratios.items():
+        target = TARGETS[key]
+        ok = value <= target if key == "randomization_cost" else value >= target
+        shown = f"{value:.1%}" if key == "randomization_cost" else f"{value:.2f}x"
+        bound = f"<= {target:.0%}" if key == "randomization_cost" else f">= {target}x"
+        print(f"  {labels[key]:46s} {shown:>8s}   target {bound:8s} {'PASS' if ok else 'FAIL'}")
+
+    if args.components:
+        import yaml
+
+        from manip_rl.envs.randomization import CONFIG_DIR
+
+        full = yaml.safe_load(open(os.path.join(CONFIG_DIR, "push.yaml")))
+        extra = {"frictionloss": {"dist": "uniform", "op": "add", "range": [0.0, 0.3]}}
+        print("\ncost of each randomized quantity alone (vs randomization off, same run):")
+        for key, spec in {**full["physics"], **extra}.items():
+            off = env_rate(ours, None, args.seconds)
+            on = env_rate(ours, {"physics": {key: spec}}, args.seconds)
+            print(f"  {key:16s} {1 - on / off:+6.1%}")
+
+
+if __name__ == "__main__":
+    main()
