@@ -1,0 +1,43 @@
+"""Real arm: the policy bridge alone, next to a Franka Panda under ros2_control (franka_ros2
+with a forward_position_controller or joint_trajectory_controller running).
+
+    ros2 launch launch/robot.launch.py policy:=/path/to/policy.pt
+    ros2 lifecycle set /policy_bridge configure
+    ros2 lifecycle set /policy_bridge activate      # refuses, with the reason, on a mismatch
+    ros2 service call /policy_bridge/enable std_srvs/srv/SetBool "{data: true}"
+
+Without ROS 2: `manip-rl serve --params-file launch/config/robot.yaml --policy ...`.
+"""
+
+import os
+
+from launch.actions import DeclareLaunchArgument, ExecuteProcess
+from launch.substitutions import LaunchConfiguration
+
+from launch import LaunchDescription
+
+CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config", "robot.yaml")
+
+
+def generate_launch_description():
+    policy = LaunchConfiguration("policy")
+    params = LaunchConfiguration("params_file")
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument("policy", description="the exported policy file (.pt)"),
+            DeclareLaunchArgument("params_file", default_value=CONFIG),
+            ExecuteProcess(
+                cmd=[
+                    "manip-rl",
+                    "serve",
+                    "--params-file",
+                    params,
+                    "--ros-args",
+                    "-p",
+                    ["policy:=", policy],
+                ],
+                name="policy_bridge",
+                output="screen",
+            ),
+        ]
+    )

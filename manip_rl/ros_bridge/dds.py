@@ -1,0 +1,119 @@
+"""Helpers shared by the nodes, the demo, the tests and the benchmark: keeping DDS on this machine,
+starting node processes, and the parameter files.
+
+Every process this package starts gets ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and a
+``ROS_DOMAIN_ID`` of its own caller's choosing, so a demo or a test never talks to other machines
+or to other ROS 2 graphs on this one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Parameter files live with the launch files (launch/config); an installed package has no
+# repository around it, so the CLI falls back to the copies it embeds as defaults.
+CONFIG_DIR = REPO_ROOT / "launch" / "config"
+SIM_PARAMS = CONFIG_DIR / "sim.yaml"
+ROBOT_PARAMS = CONFIG_DIR / "robot.yaml"
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "policies" / "pretrained"
+
+
+def domain_id_for(seed: int | None = None) -> int:
+    """A ROS domain id in 1..100 derived from ``seed`` (default: this process id), so parallel
+    test runs and demos do not share a graph."""
+    value = os.getpid() if seed is None else int(seed)
+    return 1 + value % 100
+
+
+def local_env(domain_id: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """An environment for a child process: DDS discovery on localhost only, the given domain."""
+    env = dict(os.environ if base is None else base)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["ROS_DOMAIN_ID"] = str(int(domain_id))
+    env.pop("ROS_STATIC_PEERS", None)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def keep_dds_local(domain_id: int) -> None:
+    """Set this process's own DDS environment (before ``rclpy.init``)."""
+    os.environ.update(local_env(domain_id, {}))
+    os.environ.pop("ROS_STATIC_PEERS", None)
+
+
+def manip_rl_command(subcommand: str, args: Sequence[str] = ()) -> list[str]:
+    """The command line that runs ``manip-rl SUBCOMMAND ARGS`` with this interpreter."""
+    return [sys.executable, "-m", "manip_rl.cli", subcommand, *args]
+
+
+def start_node(
+    subcommand: str,
+    args: Sequence[str],
+    domain_id: int,
+    log_path: str | os.PathLike | None = None,
+) -> subprocess.Popen:
+    """Start ``manip-rl SUBCOMMAND`` as a child process on a local DDS domain; its output goes to
+    ``log_path`` (or is discarded)."""
+    out = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        return subprocess.Popen(
+            manip_rl_command(subcommand, args),
+            env=local_env(domain_id),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        if log_path:
+            out.close()
+
+
+def stop_node(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    """Ask a node process to stop (SIGINT, as Ctrl-C), then kill it if it does not."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+def wait_for(predicate, timeout: float, spin=None, poll: float = 0.01) -> bool:
+    """Poll ``predicate`` (spinning ``spin(poll)`` in between) until it holds or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if spin is not None:
+            spin(poll)
+        else:
+            time.sleep(poll)
+    return bool(predicate())
+
+
+def default_policy_path() -> Path | None:
+    """The shipped PandaReach policy file, if this build has one."""
+    if not PRETRAINED_DIR.is_dir():
+        return None
+    files = sorted(PRETRAINED_DIR.glob("*.pt"))
+    reach = [p for p in files if "reach" in p.name.lower()]
+    chosen = reach or files
+    return chosen[0] if chosen else None
+
+
+def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 99)) -> list[float]:
+    """Percentiles of ``values`` (NaN for none)."""
+    if len(values) == 0:
+        return [float("nan")] * len(qs)
+    return [float(x) for x in np.percentile(np.asarray(values, dtype=np.float64), qs)]

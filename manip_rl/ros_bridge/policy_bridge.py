@@ -1,0 +1,581 @@
+"""``policy_bridge``: a ROS 2 lifecycle node that serves an exported policy file to an arm.
+
+Lifecycle (``ros2 lifecycle set /policy_bridge configure|activate|deactivate|cleanup``, or the
+``autostart`` parameter): **configure** loads and validates the policy file and creates the
+subscriptions and publishers; **activate** checks the contract (``/joint_states`` names every
+joint the policy needs, the configured rate matches the policy's control period) and starts the
+control loop, refusing with a log line that says why; **deactivate** stops commanding (the arm
+holds its last target); **cleanup** releases the policy.
+
+Even when active the bridge sends nothing until ``~/enable`` (``std_srvs/SetBool``) arms the
+safety filter (:mod:`manip_rl.ros_bridge.safety`). Inputs: ``/joint_states`` (matched by joint
+name), ``~/goal`` (``geometry_msgs/PointStamped``), ``~/object_pose`` (``PoseStamped``, push and
+pick-and-place). Outputs: ``std_msgs/Float64MultiArray`` on
+``/forward_position_controller/commands`` or ``trajectory_msgs/JointTrajectory`` on
+``/joint_trajectory_controller/joint_trajectory`` (parameter ``output``), the gripper on
+``/gripper_controller/commands``, and ``/diagnostics``. See docs/ros2.md.
+
+Control steps run on the arrival of the first joint state at or after each tick of the control
+period (``trigger: state``, the way a ros2_control controller updates right after the hardware
+read), so a command leaves within the policy's inference time of the state it was built from; a
+timer at the control period catches missing states and holds. ``trigger: timer`` runs steps on
+the timer alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PointStamped, PoseStamped
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import SetBool
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from manip_rl.fileio import atomic_write_text
+from manip_rl.ros_bridge import dds
+from manip_rl.ros_bridge.runner import JointStateError, PolicyRunner
+from manip_rl.ros_bridge.safety import OK, SafetyConfig, SafetyFilter
+
+NODE_NAME = "policy_bridge"
+# Relative difference allowed between the configured rate's period and the policy's.
+RATE_TOLERANCE = 0.01
+# Samples kept for the statistics file (10 min at 500 Hz) and for the diagnostics window.
+STATS_CAPACITY = 300_000
+WINDOW = 500
+
+PARAMETERS: dict[str, object] = {
+    "policy": "",  # path of the exported policy file; "" = the shipped PandaReach policy
+    "autostart": False,  # configure and activate on start (retrying activation until it passes)
+    "control_rate": 0.0,  # Hz; 0 = the policy's own control period; must agree with it
+    "trigger": "state",  # "state": steps on joint-state arrival at each tick; "timer": timer only
+    "output": "position",  # "position": Float64MultiArray; "trajectory": JointTrajectory
+    "joint_states_topic": "/joint_states",
+    "command_topic": "/forward_position_controller/commands",
+    "trajectory_topic": "/joint_trajectory_controller/joint_trajectory",
+    "gripper_topic": "/gripper_controller/commands",
+    "goal_topic": "~/goal",
+    "object_pose_topic": "~/object_pose",
+    "trajectory_time_from_start": 0.0,  # s; 0 = one control period
+    "max_joint_speed": 2.0,  # rad/s; largest command change per step = this x period
+    "joint_limit_margin": 0.0,  # rad inside the policy's joint limits
+    "ramp_in_time": 1.0,  # s after enable over which the speed allowance ramps up
+    "state_timeout": 0.1,  # s; older joint states make the bridge hold
+    "diagnostics_period": 1.0,  # s
+    "stats_path": "",  # JSON file of every period/latency sample, written at shutdown
+}
+
+
+class PolicyBridge(LifecycleNode):
+    """The policy bridge node; see the module docstring."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        for name, default in PARAMETERS.items():
+            self.declare_parameter(name, default)
+        self.policy = None
+        self.runner: PolicyRunner | None = None
+        self.safety: SafetyFilter | None = None
+        self.period = 0.0
+        self._subs: list = []
+        self._pubs: list = []
+        self._control_timer = None
+        self._autostart_timer = None
+        self._diag_timer = None
+        self._diag_pub = None
+        self._active = False
+        self._trigger_state = True
+        self._output_position = True
+        self._time_from_start = 0.0
+        self._last_refusal = ""
+        self._reset_inputs()
+        self._reset_stats()
+
+    # ------------------------------------------------------------------ parameters
+    def _p(self, name: str):
+        return self.get_parameter(name).value
+
+    def _reset_inputs(self) -> None:
+        self._reading = None
+        self._state_time: float | None = None  # perf_counter when the newest valid state arrived
+        self._last_names: tuple[str, ...] | None = None
+        self._goal: np.ndarray | None = None
+        self._object_pos: np.ndarray | None = None
+        self._object_quat: np.ndarray | None = None
+        self._next_deadline: float | None = None
+        self._last_publish: float | None = None
+        self._status = "inactive"
+
+    def _reset_stats(self) -> None:
+        self.stats = {
+            "period": collections.deque(maxlen=STATS_CAPACITY),
+            "latency": collections.deque(maxlen=STATS_CAPACITY),
+            "inference": collections.deque(maxlen=STATS_CAPACITY),
+            "state_age": collections.deque(maxlen=STATS_CAPACITY),
+        }
+        self.window = {k: collections.deque(maxlen=WINDOW) for k in self.stats}
+        self.counters = collections.Counter()
+
+    def _record(self, key: str, value: float) -> None:
+        self.stats[key].append(value)
+        self.window[key].append(value)
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except Exception as e:  # the reason goes to the log; the node stays unconfigured
+            self.get_logger().error(f"configure failed: {e}")
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> None:
+        from manip_rl.export import load_policy  # torch is loaded only when configuring
+
+        path = self._p("policy") or dds.default_policy_path()
+        if not path:
+            raise ValueError(
+                "parameter 'policy' is empty and this build ships no policy file: pass "
+                "-p policy:=/path/to/policy.pt (make one with `manip-rl export RUN --out X.pt`)"
+            )
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"policy file {path} does not exist (parameter 'policy')")
+        for name, allowed in (
+            ("trigger", ("state", "timer")),
+            ("output", ("position", "trajectory")),
+        ):
+            if self._p(name) not in allowed:
+                raise ValueError(f"parameter '{name}' is {self._p(name)!r}; use one of {allowed}")
+        # Read once here, not per message: the control path does no parameter look-ups.
+        self._trigger_state = self._p("trigger") == "state"
+        self._output_position = self._p("output") == "position"
+        self._time_from_start = float(self._p("trajectory_time_from_start"))
+        self.policy = load_policy(str(path))
+        self.period = float(self.policy.control_period)
+        self.runner = PolicyRunner(self.policy)
+        self.safety = SafetyFilter(
+            SafetyConfig.from_action_spec(
+                self.policy.action_spec,
+                self.period,
+                max_joint_speed=float(self._p("max_joint_speed")),
+                limit_margin=float(self._p("joint_limit_margin")),
+                ramp_time=float(self._p("ramp_in_time")),
+                state_timeout=float(self._p("state_timeout")),
+            )
+        )
+        self.runner.observation(  # one dry run: the policy, kinematics and layout agree
+            self.runner.joint_map.read(
+                self.runner.joint_map.required,
+                np.concatenate([self.policy.action_spec.home, [0.02, 0.02]])[
+                    : len(self.runner.joint_map.required)
+                ],
+                np.zeros(len(self.runner.joint_map.required)),
+            ),
+            np.zeros(3),
+            np.zeros(3) if self.runner.needs_object else None,
+            np.array([1.0, 0, 0, 0]) if self.runner.needs_object else None,
+        )
+        self.policy.act(np.zeros(self.policy.layout.flat_dim, dtype=np.float32))  # warm up
+
+        sensor_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self._subs = [
+            self.create_subscription(
+                JointState, self._p("joint_states_topic"), self._on_joint_state, sensor_qos
+            ),
+            self.create_subscription(PointStamped, self._p("goal_topic"), self._on_goal, 10),
+        ]
+        if self.runner.needs_object:
+            self._subs.append(
+                self.create_subscription(
+                    PoseStamped, self._p("object_pose_topic"), self._on_object_pose, sensor_qos
+                )
+            )
+        if self._p("output") == "position":
+            self._cmd_pub = self.create_publisher(Float64MultiArray, self._p("command_topic"), 10)
+        else:
+            self._cmd_pub = self.create_publisher(JointTrajectory, self._p("trajectory_topic"), 10)
+        self._gripper_pub = None
+        if self.policy.action_spec.gripper:
+            self._gripper_pub = self.create_publisher(
+                Float64MultiArray, self._p("gripper_topic"), 10
+            )
+        self._pubs = [p for p in (self._cmd_pub, self._gripper_pub) if p is not None]
+        self._enable_srv = self.create_service(SetBool, "~/enable", self._on_enable)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer = self.create_timer(
+            float(self._p("diagnostics_period")), self._publish_diagnostics
+        )
+        self.get_logger().info(
+            f"configured: {self.policy.task} policy {path} ({self.policy.action_spec.mode}, "
+            f"{1 / self.period:g} Hz), joints {list(self.runner.joint_map.required)}"
+        )
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        reason = self.activation_problem()
+        if reason:
+            if reason != self._last_refusal:
+                self.get_logger().error(f"refusing to activate: {reason}")
+            self._last_refusal = reason
+            return TransitionCallbackReturn.FAILURE
+        self._last_refusal = ""
+        self._control_timer = self.create_timer(self.period, self._on_timer)
+        self._next_deadline = None
+        self._active = True
+        self._status = "active, disabled"
+        self.get_logger().info(
+            f"active at {1 / self.period:g} Hz (trigger {self._p('trigger')}, output "
+            f"{self._p('output')}); call ~/enable to start commanding"
+        )
+        return super().on_activate(state)
+
+    def activation_problem(self) -> str:
+        """Why the bridge may not activate now ('' when it may)."""
+        rate = float(self._p("control_rate"))
+        if rate < 0 or not math.isfinite(rate):
+            return f"parameter control_rate={rate} must be >= 0 Hz (0 = the policy's own rate)"
+        if rate > 0 and abs(1.0 / rate - self.period) > RATE_TOLERANCE * self.period:
+            return (
+                f"control_rate={rate:g} Hz disagrees with the policy's control period "
+                f"{self.period * 1000:g} ms ({1 / self.period:g} Hz): the policy was trained at "
+                "that period; set control_rate to 0 or to the policy's rate"
+            )
+        if self._last_names is None:
+            return (
+                f"no JointState received yet on {self._p('joint_states_topic')}; is the arm's "
+                "joint_state_broadcaster (or sim_arm) running on this ROS_DOMAIN_ID?"
+            )
+        missing = self.runner.joint_map.missing(self._last_names)
+        if missing:
+            return (
+                f"{self._p('joint_states_topic')} does not cover the policy's joints: missing "
+                f"{missing}; it publishes {list(self._last_names)}. Remap the joint names so they "
+                "match the policy's"
+            )
+        return ""
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_control()
+        self.get_logger().info("deactivated: commands stopped, the arm holds its last target")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_control()
+        self._release()
+        self.get_logger().info("cleaned up: policy released")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_control()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_control(self) -> None:
+        self._active = False
+        if self.safety is not None:
+            self.safety.disable()
+        if self._control_timer is not None:
+            self.destroy_timer(self._control_timer)
+            self._control_timer = None
+        self._status = "inactive"
+
+    def _release(self) -> None:
+        for s in self._subs:
+            self.destroy_subscription(s)
+        for p in self._pubs:
+            self.destroy_publisher(p)
+        self._subs, self._pubs = [], []
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        if self._diag_pub is not None:
+            self.destroy_publisher(self._diag_pub)
+            self._diag_pub = None
+        if getattr(self, "_enable_srv", None) is not None:
+            self.destroy_service(self._enable_srv)
+            self._enable_srv = None
+        self.policy = self.runner = self.safety = None
+        self._reset_inputs()
+
+    # ------------------------------------------------------------------ autostart
+    def start_autostart(self) -> None:
+        """Configure now, then try to activate every 0.5 s until the contract check passes."""
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            return
+        self._autostart_timer = self.create_timer(0.5, self._try_activate)
+
+    def _try_activate(self) -> None:
+        if self.trigger_activate() == TransitionCallbackReturn.SUCCESS:
+            self.destroy_timer(self._autostart_timer)
+            self._autostart_timer = None
+
+    # ------------------------------------------------------------------ inputs
+    def _on_joint_state(self, msg: JointState) -> None:
+        now = time.perf_counter()
+        self._last_names = tuple(msg.name)
+        if not self._active:
+            return
+        try:
+            reading = self.runner.joint_map.read(msg.name, msg.position, msg.velocity)
+        except JointStateError as e:
+            self.counters["rejected_joint_state"] += 1
+            self.get_logger().error(f"joint state ignored: {e}", throttle_duration_sec=2.0)
+            return
+        if not reading.is_finite():
+            # Never build a command from it; the watchdog holds if no good state follows.
+            self.counters["rejected_nonfinite"] += 1
+            self.get_logger().warning("joint state with NaN/inf ignored", throttle_duration_sec=2.0)
+            return
+        self._reading, self._state_time = reading, now
+        if self._trigger_state and self._due(now):
+            self._control_step(now)
+
+    def _on_goal(self, msg: PointStamped) -> None:
+        g = np.array([msg.point.x, msg.point.y, msg.point.z])
+        if np.isfinite(g).all():
+            self._goal = g
+        else:
+            self.counters["rejected_nonfinite"] += 1
+
+    def _on_object_pose(self, msg: PoseStamped) -> None:
+        p, o = msg.pose.position, msg.pose.orientation
+        pos, quat = np.array([p.x, p.y, p.z]), np.array([o.w, o.x, o.y, o.z])
+        if np.isfinite(pos).all() and np.isfinite(quat).all():
+            self._object_pos, self._object_quat = pos, quat
+        else:
+            self.counters["rejected_nonfinite"] += 1
+
+    def _on_enable(self, request: SetBool.Request, response: SetBool.Response):
+        if request.data:
+            if not self._active:
+                response.success = False
+                response.message = "not active: configure and activate the node first"
+                return response
+            if not self.safety.enabled:
+                self.safety.enable()
+                self.runner.reset()
+                self.counters["enables"] += 1
+            response.success = True
+            response.message = f"enabled; ramping in over {self._p('ramp_in_time')} s"
+        else:
+            if self.safety is not None:
+                self.safety.disable()
+            response.success = True
+            response.message = "disabled: no commands are sent"
+        self.get_logger().info(response.message)
+        return response
+
+    # ------------------------------------------------------------------ control loop
+    def _due(self, now: float) -> bool:
+        # A state within a quarter period before the tick counts as on time (arrival jitter).
+        return self._next_deadline is None or now >= self._next_deadline - 0.25 * self.period
+
+    def _on_timer(self) -> None:
+        now = time.perf_counter()
+        if not self._trigger_state or self._next_deadline is None:
+            self._control_step(now)
+        elif now >= self._next_deadline + 0.5 * self.period:
+            # No joint state arrived for this tick: step anyway (the watchdog may hold).
+            self.counters["timer_steps"] += 1
+            self._control_step(now)
+
+    def _control_step(self, now: float) -> None:
+        period = self.period
+        if self._next_deadline is None:
+            self._next_deadline = now + period
+        else:
+            if now - self._next_deadline > period:
+                self.counters["overruns"] += 1  # a whole tick was missed
+                self._next_deadline = now + period
+            else:
+                self._next_deadline += period
+        safety, runner = self.safety, self.runner
+        if not safety.enabled:
+            self._status = "active, disabled"
+            return
+        state_age = None if self._state_time is None else now - self._state_time
+        targets = measured = gripper = None
+        step = None
+        if self._reading is not None:
+            measured = self._reading.position
+        if (
+            state_age is not None
+            and state_age <= safety.config.state_timeout
+            and self._inputs_ready()
+        ):
+            step = runner.step(self._reading, self._goal, self._object_pos, self._object_quat)
+            targets, gripper = step.targets, step.gripper
+        elif state_age is not None and state_age <= safety.config.state_timeout:
+            self._status = "waiting for goal/object pose"
+            self.counters["waiting_inputs"] += 1
+            return
+        decision = safety.filter(targets, measured, state_age, gripper)
+        self._status = decision.status
+        if decision.joints is None:
+            return
+        self._publish(decision.joints, decision.gripper)
+        t_pub = time.perf_counter()
+        self.counters["commands"] += 1
+        if decision.status != OK:
+            self.counters["holds"] += 1
+        else:
+            self._record("latency", t_pub - self._state_time)
+            self._record("state_age", state_age)
+            self._record("inference", step.inference_s)
+            if decision.clamped:
+                self.counters["clamped"] += 1
+            if decision.rate_limited:
+                self.counters["rate_limited"] += 1
+        if self._last_publish is not None:
+            self._record("period", t_pub - self._last_publish)
+        self._last_publish = t_pub
+
+    def _inputs_ready(self) -> bool:
+        if self._goal is None:
+            return False
+        return not self.runner.needs_object or self._object_pos is not None
+
+    def _publish(self, joints: np.ndarray, gripper: float | None) -> None:
+        values = [float(x) for x in joints]
+        if self._output_position:
+            self._cmd_pub.publish(Float64MultiArray(data=values))
+        else:
+            msg = JointTrajectory()
+            msg.joint_names = list(self.runner.spec.joint_names)
+            tfs = self._time_from_start or self.period
+            sec = int(tfs)
+            msg.points = [
+                JointTrajectoryPoint(
+                    positions=values,
+                    time_from_start=Duration(sec=sec, nanosec=int((tfs - sec) * 1e9)),
+                )
+            ]
+            self._cmd_pub.publish(msg)
+        if gripper is not None and self._gripper_pub is not None:
+            self._gripper_pub.publish(Float64MultiArray(data=[gripper / 2, gripper / 2]))
+
+    # ------------------------------------------------------------------ diagnostics
+    def summary(self, window: bool = True) -> dict[str, float]:
+        """Loop statistics in ms (the diagnostics window, or the whole run)."""
+        src = self.window if window else self.stats
+        periods = np.asarray(src["period"])
+        out: dict[str, float] = {}
+        if len(periods):
+            out["loop_rate_hz"] = float(1.0 / periods.mean())
+            out["period_error_p99_ms"] = float(
+                np.percentile(np.abs(periods - self.period), 99) * 1e3
+            )
+        for key in ("latency", "inference", "state_age"):
+            if len(src[key]):
+                p50, p99 = dds.percentiles(src[key])
+                out[f"{key}_p50_ms"], out[f"{key}_p99_ms"] = p50 * 1e3, p99 * 1e3
+        return out
+
+    def _publish_diagnostics(self) -> None:
+        if self._diag_pub is None:
+            return
+        status = DiagnosticStatus(name=f"{self.get_name()}: control loop", hardware_id="manip_rl")
+        values = {**self.summary(), **dict(self.counters)}
+        values["enabled"] = bool(self.safety is not None and self.safety.enabled)
+        values["active"] = self._active
+        values["control_period_ms"] = self.period * 1e3
+        if self._state_time is not None:
+            values["state_age_ms"] = (time.perf_counter() - self._state_time) * 1e3
+        status.values = [KeyValue(key=k, value=f"{v}") for k, v in values.items()]
+        status.message = self._status
+        if self._status in (OK, "active, disabled", "inactive"):
+            status.level = DiagnosticStatus.OK
+        else:
+            status.level = DiagnosticStatus.WARN
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(msg)
+
+    def write_stats(self, path: str) -> None:
+        """Every recorded sample (seconds) and the counters, as JSON."""
+        data = {
+            "control_period_s": self.period,
+            "trigger": self._p("trigger"),
+            "counters": dict(self.counters),
+            **{f"{k}_s": list(v) for k, v in self.stats.items()},
+        }
+        atomic_write_text(path, json.dumps(data))
+
+
+# ---------------------------------------------------------------------- command line
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", help="policy file (default: the shipped PandaReach policy)")
+    p.add_argument(
+        "--params-file",
+        help=f"ROS 2 parameter YAML (default: {dds.SIM_PARAMS.relative_to(dds.REPO_ROOT)}; "
+        "launch/config/robot.yaml for a real arm)",
+    )
+    p.add_argument("--autostart", action="store_true", help="configure and activate on start")
+    p.add_argument(
+        "--ros-args",
+        dest="ros_args",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="further ROS 2 arguments, e.g. --ros-args -p control_rate:=25.0",
+    )
+
+
+def ros_arguments(args: argparse.Namespace, default_params: Path) -> list[str]:
+    """The rclpy argument list a node is started with (what a launch file would pass)."""
+    params = args.params_file or (str(default_params) if default_params.is_file() else None)
+    out = ["--ros-args"]
+    if params:
+        if not Path(params).is_file():
+            raise SystemExit(f"parameter file {params} does not exist (--params-file)")
+        out += ["--params-file", str(params)]
+    if getattr(args, "policy", None):
+        if not Path(args.policy).is_file():
+            raise SystemExit(f"policy file {args.policy} does not exist (--policy)")
+        out += ["-p", f"policy:={Path(args.policy).resolve()}"]
+    if getattr(args, "autostart", False):
+        out += ["-p", "autostart:=true"]
+    extra = [a for a in (args.ros_args or []) if a != "--ros-args"]
+    # A launch file passes `-p policy:=` when its policy argument is left empty: keep the default.
+    i = 0
+    while i < len(extra):
+        if extra[i] == "-p" and i + 1 < len(extra) and extra[i + 1].endswith(":="):
+            del extra[i : i + 2]
+        else:
+            i += 1
+    return out + extra
+
+
+def run(args: argparse.Namespace) -> int:
+    ros_args = ros_arguments(args, dds.SIM_PARAMS)
+    rclpy.init(args=["manip-rl-serve", *ros_args])
+    node = None
+    try:
+        node = PolicyBridge()
+        if node.get_parameter("autostart").value:
+            node.start_autostart()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            stats_path = node.get_parameter("stats_path").value
+            if stats_path:
+                node.write_stats(stats_path)
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0

@@ -1,0 +1,348 @@
+"""``sim_arm``: the simulated Franka Panda as a ROS 2 node, speaking the topics of a real arm under
+ros2_control.
+
+It runs the task's MuJoCo scene (the environments' own scene, goal and object sampling and
+domain randomization: the node drives ``gym.make(env_id, randomization=...)``'s model) in real
+time, one 2 ms physics step per 2 ms of wall time, and
+
+* publishes ``/joint_states`` (``sensor_msgs/JointState``, default 500 Hz, robot convention,
+  joints ``panda_joint1..7`` and ``panda_finger_joint1/2``) with the randomization's sensor noise
+  and per-episode bias and a sensor latency (``sensor_latency``, s);
+* publishes ``~/goal`` (``geometry_msgs/PointStamped``), ``~/object_pose``
+  (``geometry_msgs/PoseStamped``, tasks with a cube) and ``~/success`` (``std_msgs/Bool``: the
+  task's success test on the true state);
+* accepts ``std_msgs/Float64MultiArray`` on ``/forward_position_controller/commands`` (7 joint
+  positions in ``joints`` order, as ros2_control's forward position controller),
+  ``trajectory_msgs/JointTrajectory`` on ``/joint_trajectory_controller/joint_trajectory``
+  (joints matched by name, interpolated linearly to each point's ``time_from_start``) and
+  ``Float64MultiArray`` finger positions on ``/gripper_controller/commands``, each applied
+  ``actuator_latency`` s after it arrives; commands outside the joint limits or non-finite are
+  rejected;
+* ``~/reset`` (``std_srvs/Trigger``) starts a new episode: new goal, new object pose, new
+  randomization draw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import time
+
+import mujoco
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PointStamped, PoseStamped
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from manip_rl import policy_io
+from manip_rl.policy_io import PANDA_FINGER_JOINT_NAMES, PANDA_JOINT_NAMES, SIM_JOINT_OFFSETS
+from manip_rl.ros_bridge import dds
+
+NODE_NAME = "sim_arm"
+MAX_CATCH_UP_STEPS = 50  # physics steps one timer tick may run to catch up with wall time
+
+PARAMETERS: dict[str, object] = {
+    "env_id": "manip_rl/PandaReach-v0",
+    "randomization": "default",  # "default", "none" or a YAML path (the envs' format)
+    "seed": 0,  # seed of the first episode; later resets continue the random stream
+    "joint_state_rate": 500.0,  # Hz
+    "object_rate": 100.0,  # Hz, goal / object pose / success
+    "sensor_latency": 0.0,  # s between a measurement and its publication
+    "actuator_latency": 0.0,  # s between a command's arrival and its application
+    "joint_states_topic": "/joint_states",
+    "command_topic": "/forward_position_controller/commands",
+    "trajectory_topic": "/joint_trajectory_controller/joint_trajectory",
+    "gripper_topic": "/gripper_controller/commands",
+    "base_frame": "panda_link0",
+}
+
+
+class SimArm(Node):
+    """The simulated arm node; see the module docstring."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        for name, default in PARAMETERS.items():
+            self.declare_parameter(name, default)
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        import gymnasium as gym
+
+        import manip_rl  # noqa: F401  (registers the envs)
+
+        try:
+            self.env = gym.make(p["env_id"], randomization=p["randomization"])
+        except Exception as e:
+            raise SystemExit(
+                f"sim_arm: cannot create env_id={p['env_id']!r} with randomization="
+                f"{p['randomization']!r}: {e}"
+            ) from None
+        u = self.env.unwrapped
+        self.u, self.model, self.data, self.ids = u, u.model, u.data, u.ids
+        self.dt = float(self.model.opt.timestep)
+        self.has_object = self.ids.object_body >= 0
+        self.sensor_latency = max(0.0, float(p["sensor_latency"]))
+        self.actuator_latency = max(0.0, float(p["actuator_latency"]))
+        self.frame = p["base_frame"]
+        self.seed = int(p["seed"])
+        self.episode = 0
+        self.counters = collections.Counter()
+        self._rng = np.random.default_rng(self.seed)
+
+        sensor_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.joint_pub = self.create_publisher(JointState, p["joint_states_topic"], sensor_qos)
+        self.goal_pub = self.create_publisher(PointStamped, "~/goal", 10)
+        self.success_pub = self.create_publisher(Bool, "~/success", 10)
+        self.object_pub = (
+            self.create_publisher(PoseStamped, "~/object_pose", sensor_qos)
+            if self.has_object
+            else None
+        )
+        self.create_subscription(Float64MultiArray, p["command_topic"], self._on_command, 10)
+        self.create_subscription(JointTrajectory, p["trajectory_topic"], self._on_trajectory, 10)
+        self.create_subscription(Float64MultiArray, p["gripper_topic"], self._on_gripper, 10)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+
+        self._names = list(PANDA_JOINT_NAMES) + list(PANDA_FINGER_JOINT_NAMES)
+        self._js = JointState(name=self._names)
+        self.reset_episode(seed=self.seed)
+        self.create_timer(1.0 / float(p["joint_state_rate"]), self._on_tick)
+        self.create_timer(1.0 / float(p["object_rate"]), self._publish_task)
+        self.get_logger().info(
+            f"{p['env_id']} in real time ({self.dt * 1e3:g} ms steps), joint states at "
+            f"{p['joint_state_rate']:g} Hz, sensor latency {self.sensor_latency * 1e3:g} ms, "
+            f"actuator latency {self.actuator_latency * 1e3:g} ms, randomization "
+            f"{p['randomization']}"
+        )
+
+    # ------------------------------------------------------------------ episodes
+    def reset_episode(self, seed: int | None = None) -> None:
+        self.env.reset(seed=seed)
+        u = self.u
+        cfg = u.randomization_config
+        self._noise = np.zeros(14)
+        self._bias = np.zeros(14)
+        self._obj_noise = np.zeros(3)
+        self._obj_bias = np.zeros(3)
+        if cfg is not None:
+            self._noise[:7] = cfg.observation_noise.get("joint_pos", 0.0)
+            self._noise[7:] = cfg.observation_noise.get("joint_vel", 0.0)
+            self._obj_noise[:] = cfg.observation_noise.get("object_pos", 0.0)
+            bias = u.randomization_sample.observation_bias
+            if "joint_pos" in bias:
+                self._bias[:7] = bias["joint_pos"]
+            if "joint_vel" in bias:
+                self._bias[7:] = bias["joint_vel"]
+            if "object_pos" in bias:
+                self._obj_bias[:] = bias["object_pos"]
+        self._pending: collections.deque = collections.deque()  # (apply_time, kind, value)
+        self._trajectory = None  # (t_start, start_ctrl, [(t, positions)...])
+        self._history: collections.deque = collections.deque()  # (time, sample)
+        now = time.perf_counter()
+        self._published = None
+        self._t0, self._steps = now, 0
+        self._history.append((now, self._measure()))
+        self.episode += 1
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
+        self.reset_episode()
+        response.success = True
+        response.message = f"episode {self.episode}: goal {np.round(self.u.goal, 3).tolist()}"
+        self._publish_task()
+        return response
+
+    # ------------------------------------------------------------------ commands
+    def _check_arm(self, values, source: str) -> np.ndarray | None:
+        q = np.asarray(values, dtype=np.float64)
+        if q.shape != (7,):
+            self.get_logger().error(
+                f"{source}: expected 7 joint positions ({list(PANDA_JOINT_NAMES)}), got {q.shape}",
+                throttle_duration_sec=2.0,
+            )
+            return None
+        if not np.isfinite(q).all():
+            self.counters["rejected_nonfinite"] += 1
+            return None
+        lo, hi = policy_io.PANDA_JOINT_LOWER - 1e-6, policy_io.PANDA_JOINT_UPPER + 1e-6
+        if (q < lo).any() or (q > hi).any():
+            self.counters["rejected_limits"] += 1
+            self.get_logger().error(
+                f"{source}: command outside the joint limits rejected", throttle_duration_sec=2.0
+            )
+            return None
+        return q
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        q = self._check_arm(msg.data, "forward position command")
+        if q is not None:
+            self.counters["commands"] += 1
+            self._pending.append((time.perf_counter() + self.actuator_latency, "arm", q))
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        where = {n: i for i, n in enumerate(msg.joint_names)}
+        missing = [n for n in PANDA_JOINT_NAMES if n not in where]
+        if missing or not msg.points:
+            self.get_logger().error(
+                f"joint trajectory rejected: missing joints {missing} or no points",
+                throttle_duration_sec=2.0,
+            )
+            return
+        idx = [where[n] for n in PANDA_JOINT_NAMES]
+        points = []
+        for pt in msg.points:
+            q = self._check_arm([pt.positions[i] for i in idx], "joint trajectory")
+            if q is None:
+                return
+            t = pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9
+            points.append((t, q))
+        self.counters["trajectories"] += 1
+        self._pending.append((time.perf_counter() + self.actuator_latency, "trajectory", points))
+
+    def _on_gripper(self, msg: Float64MultiArray) -> None:
+        g = np.asarray(msg.data, dtype=np.float64)
+        if g.shape != (2,) or not np.isfinite(g).all():
+            self.get_logger().error(
+                "gripper command must be 2 finite finger positions (m)", throttle_duration_sec=2.0
+            )
+            return
+        g = np.clip(g, 0.0, policy_io.GRIPPER_MAX_OPENING / 2)
+        self._pending.append((time.perf_counter() + self.actuator_latency, "gripper", g))
+
+    def _apply_pending(self, t: float) -> None:
+        d, ids = self.data, self.ids
+        while self._pending and self._pending[0][0] <= t:
+            _, kind, value = self._pending.popleft()
+            if kind == "arm":
+                self._trajectory = None
+                d.ctrl[ids.arm_actuators] = value - SIM_JOINT_OFFSETS
+            elif kind == "trajectory":
+                start = d.ctrl[ids.arm_actuators] + SIM_JOINT_OFFSETS
+                self._trajectory = (t, start.copy(), value)
+            else:
+                d.ctrl[ids.finger_actuators] = value
+        if self._trajectory is not None:
+            t_start, prev_q, points = self._trajectory
+            elapsed, prev_t, q = t - t_start, 0.0, points[-1][1]
+            for pt_t, pt_q in points:
+                if elapsed < pt_t:
+                    a = (elapsed - prev_t) / max(pt_t - prev_t, 1e-9)
+                    q = prev_q + a * (pt_q - prev_q)
+                    break
+                prev_t, prev_q = pt_t, pt_q
+            d.ctrl[ids.arm_actuators] = q - SIM_JOINT_OFFSETS
+
+    # ------------------------------------------------------------------ physics and sensing
+    def _measure(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        d, ids = self.data, self.ids
+        v = np.empty(14)
+        v[:7] = d.qpos[ids.arm_qpos] + SIM_JOINT_OFFSETS
+        v[7:] = d.qvel[ids.arm_dof]
+        if self._noise.any():
+            v += self._noise * self._rng.standard_normal(14)
+        v += self._bias
+        fingers = np.concatenate([d.qpos[ids.finger_qpos], d.qvel[ids.finger_dof]])
+        obj = None
+        if self.has_object:
+            o = ids.object_qpos
+            obj = d.qpos[o : o + 7].copy()
+            obj[:3] += self._obj_bias + self._obj_noise * self._rng.standard_normal(3)
+        return v, fingers, obj
+
+    def _on_tick(self) -> None:
+        now = time.perf_counter()
+        due = int((now - self._t0) / self.dt) - self._steps
+        if due > MAX_CATCH_UP_STEPS:
+            # The process was starved: drop the backlog instead of running the arm fast-forward.
+            self.counters["dropped_steps"] += due - MAX_CATCH_UP_STEPS
+            self._steps += due - MAX_CATCH_UP_STEPS
+            due = MAX_CATCH_UP_STEPS
+        for _ in range(due):
+            self._steps += 1
+            self._apply_pending(self._t0 + self._steps * self.dt)
+            mujoco.mj_step(self.model, self.data)
+        if due:
+            self._history.append((self._t0 + self._steps * self.dt, self._measure()))
+        # Publish the newest measurement that is at least sensor_latency old (at the joint state
+        # rate, as a joint_state_broadcaster does, even when no physics step fell in this tick).
+        cutoff = now - self.sensor_latency
+        while self._history and self._history[0][0] <= cutoff:
+            self._published = self._history.popleft()
+        if self._published is not None:
+            self._publish_joint_state(*self._published)
+
+    def _publish_joint_state(self, t: float, sample) -> None:
+        arm, fingers, obj = sample
+        js = self._js
+        js.header.stamp = self.get_clock().now().to_msg()
+        js.position = [*arm[:7].tolist(), *fingers[:2].tolist()]
+        js.velocity = [*arm[7:].tolist(), *fingers[2:].tolist()]
+        self.joint_pub.publish(js)
+        self._last_object = obj
+
+    def _publish_task(self) -> None:
+        stamp = self.get_clock().now().to_msg()
+        goal = PointStamped()
+        goal.header.stamp, goal.header.frame_id = stamp, self.frame
+        goal.point.x, goal.point.y, goal.point.z = (float(x) for x in self.u.goal)
+        self.goal_pub.publish(goal)
+        if self.object_pub is not None:
+            obj = getattr(self, "_last_object", None)
+            if obj is not None:
+                pose = PoseStamped()
+                pose.header.stamp, pose.header.frame_id = stamp, self.frame
+                p, o = pose.pose.position, pose.pose.orientation
+                p.x, p.y, p.z = (float(x) for x in obj[:3])
+                o.w, o.x, o.y, o.z = (float(x) for x in obj[3:7])
+                self.object_pub.publish(pose)
+        self.success_pub.publish(Bool(data=self.is_success()))
+
+    def is_success(self) -> bool:
+        """The task's success test on the true (noise-free) state."""
+        u = self.u
+        mujoco.mj_kinematics(self.model, self.data)  # mj_step leaves positions one step old
+        achieved = u.object_position if self.has_object else u.ee_position
+        return bool(np.linalg.norm(achieved - u.goal) < u.distance_threshold)
+
+
+# ---------------------------------------------------------------------- command line
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env-id", help="task scene (default manip_rl/PandaReach-v0)")
+    p.add_argument(
+        "--params-file",
+        help=f"ROS 2 parameter YAML (default: {dds.SIM_PARAMS.relative_to(dds.REPO_ROOT)})",
+    )
+    p.add_argument(
+        "--ros-args",
+        dest="ros_args",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="further ROS 2 arguments, e.g. --ros-args -p sensor_latency:=0.01",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from manip_rl.ros_bridge.policy_bridge import ros_arguments
+
+    ros_args = ros_arguments(args, dds.SIM_PARAMS)
+    if args.env_id:
+        ros_args += ["-p", f"env_id:={args.env_id}"]
+    rclpy.init(args=["manip-rl-sim-arm", *ros_args])
+    node = None
+    try:
+        node = SimArm()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
