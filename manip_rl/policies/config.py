@@ -19,7 +19,7 @@ ACTIVATIONS = ("tanh", "relu", "elu")
 TOP_KEYS = (
     "env_id", "algo", "task", "seed", "total_timesteps", "n_envs", "vec_env", "policy",
     "policy_kwargs", "hyperparams", "normalize", "randomization", "action_mode", "flatten_obs",
-    "eval", "checkpoint_freq", "device", "torch_threads",
+    "eval", "checkpoint_freq", "log_interval", "device", "torch_threads",
 )  # fmt: skip
 DEFAULTS: dict[str, Any] = {
     "seed": 0,

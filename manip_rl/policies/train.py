@@ -169,6 +169,7 @@ def train(path: str, cfg: dict, progress: bool = True, resume_from: dict | None 
                 remaining,
                 callback=cb,
                 reset_num_timesteps=False,
+                log_interval=_log_interval(cfg),
                 progress_bar=progress and sys.stderr.isatty(),
                 tb_log_name="tb",
             )
@@ -181,6 +182,14 @@ def train(path: str, cfg: dict, progress: bool = True, resume_from: dict | None 
         signal.signal(signal.SIGTERM, old)
     cb.finish()
     venv.close()
+
+
+def _log_interval(cfg: dict) -> int:
+    """Iterations between rows of progress.csv: the configured one, else about every 1000 steps."""
+    if cfg.get("log_interval"):
+        return int(cfg["log_interval"])
+    per_iteration = int(cfg["hyperparams"].get("n_steps", 2048)) * int(cfg["n_envs"])
+    return max(1, 1000 // per_iteration)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -360,7 +369,6 @@ class RunCallback(BaseCallback):
         )
         for e in self._evaluators.values():
             e.close()
-        self.model.logger.dump(n)
         print(f"{self.path}: {n} steps in {self.wall_s:.0f} s"
               + (f"; success randomized {row['success_randomized']:.0%}, nominal "
                  f"{row['success_nominal']:.0%}" if row else ""))  # fmt: skip

@@ -1,0 +1,146 @@
+"""Real training runs, tiny: the run directory contract, evaluation, and resume after SIGKILL."""
+
+import csv
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from manip_rl.policies import config as cfgmod
+from manip_rl.policies import rundir
+from manip_rl.policies.algorithms import ALGORITHMS, algorithm_class
+from manip_rl.policies.train import train
+
+
+def tiny_config(algo: str, steps: int = 400, **over) -> dict:
+    cfg = cfgmod.load_config("PandaReach", algo)
+    cfg.update(
+        total_timesteps=steps, n_envs=2, vec_env="dummy", checkpoint_freq=200, log_interval=1
+    )
+    cfg["eval"] = {"freq": 200, "episodes": 2}
+    cfg["policy_kwargs"] = {"net_arch": [16, 16], "activation_fn": "tanh"}
+    hp = cfg["hyperparams"]
+    hp["n_steps"] = 50
+    if "batch_size" in hp:
+        hp["batch_size"] = 50
+    if "n_epochs" in hp:
+        hp["n_epochs"] = 2
+    cfg.update(over)
+    cfg["randomization"] = cfgmod.randomization_dict(cfg)
+    cfgmod.validate(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize("algo", ALGORITHMS)
+def test_every_algorithm_trains_into_a_loadable_run_directory(tmp_path, algo):
+    path = str(tmp_path / algo)
+    os.makedirs(path)
+    cfg = tiny_config(algo)
+    rundir.write_config(path, cfg)
+    train(path, cfg, progress=False)
+
+    run = rundir.load_run(path)
+    assert (run.algo, run.env_id, run.seed) == (algo, "manip_rl/PandaReachDense-v0", 0)
+    assert run.timesteps == 400
+    assert run.randomization["physics"]["link_mass"]["range"] == [0.5, 1.5]
+    assert set(run.eval_success) == {"randomized", "nominal", "episodes", "timesteps"}
+    assert run.eval_success["timesteps"] == 400
+    for which in ("best", "final", "latest"):
+        model = run.load_model(which)
+        assert isinstance(model, algorithm_class(algo))
+        vn = run.load_vecnormalize(which)
+        assert vn.obs_rms.mean.shape == model.observation_space.shape
+        assert vn.venv is None
+    # The final statistics saw every training observation: 400 steps + the 2 first resets.
+    assert run.load_vecnormalize("final").obs_rms.count == pytest.approx(402, abs=0.01)
+    rows = run.evaluations()
+    assert [int(r["timesteps"]) for r in rows] == [200, 400]
+    with open(os.path.join(path, "logs", "progress.csv")) as f:
+        steps = [int(r["time/total_timesteps"]) for r in csv.DictReader(f)]
+    assert steps == sorted(steps) and steps[-1] == 400
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(os.path.join(path, "logs")))
+
+
+def test_unusable_configurations_are_refused_with_the_key_named():
+    cfg = cfgmod.load_config("PandaPush", "ppo")
+    with pytest.raises(cfgmod.ConfigError, match="learning_rat"):
+        cfgmod.apply_overrides(cfg, ["learning_rat=3"])
+    with pytest.raises(cfgmod.ConfigError, match="KEY=VALUE"):
+        cfgmod.apply_overrides(cfg, ["hyperparams.learning_rate"])
+    with pytest.raises(cfgmod.ConfigError, match="n_envs"):
+        cfgmod.validate(cfgmod.apply_overrides(cfg, ["n_envs=0"]))
+    with pytest.raises(cfgmod.ConfigError, match="PandaStack"):
+        cfgmod.load_config("PandaStack", "ppo")
+    with pytest.raises(cfgmod.ConfigError, match="sac"):
+        cfgmod.load_config("PandaPush", "sac")
+    over = cfgmod.apply_overrides(
+        cfg, ["hyperparams.learning_rate=1e-4", "policy_kwargs.net_arch=[8]"]
+    )
+    assert over["hyperparams"]["learning_rate"] == 1e-4
+    assert over["policy_kwargs"]["net_arch"] == [8]
+    with pytest.raises(rundir.RunError, match="config.yaml"):
+        rundir.load_run(os.path.dirname(__file__))
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "manip_rl.cli", *args]
+
+
+def _latest_steps(path: str) -> int:
+    p = os.path.join(path, "checkpoints", "latest.json")
+    if not os.path.isfile(p):
+        return 0
+    with open(p) as f:
+        return json.load(f)["timesteps"]
+
+
+def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):
+    path = str(tmp_path / "run")
+    total = 2000
+    common = ["--no-progress"]
+    proc = subprocess.Popen(
+        _cli("train", "--task", "PandaReach", "--run-dir", path, "--timesteps", str(total),
+             "--n-envs", "2", "--vec-env", "dummy", "--set", "checkpoint_freq=100",
+             "--set", "eval.freq=300", "--set", "eval.episodes=2",
+             "--set", "hyperparams.n_steps=50", "--set", "hyperparams.batch_size=50",
+             "--set", "hyperparams.n_epochs=2", "--set", "policy_kwargs.net_arch=[16,16]",
+             "--set", "log_interval=1", *common),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while _latest_steps(path) < 600 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    out = proc.communicate()[0].decode()
+    assert proc.returncode == -signal.SIGKILL, out
+    killed_at = _latest_steps(path)
+    assert 600 <= killed_at < total, "the run must die mid-way for this test to mean anything"
+    assert not os.path.exists(os.path.join(path, "final"))
+    with open(os.path.join(path, "checkpoints", f"vecnormalize_{killed_at}.pkl"), "rb") as f:
+        count_at_kill = pickle.load(f).obs_rms.count
+    assert count_at_kill == pytest.approx(killed_at + 2, abs=0.01)  # steps + first resets
+
+    res = subprocess.run(_cli("train", "--resume", path, *common), capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+
+    run = rundir.load_run(path)
+    assert run.timesteps == total
+    # Normalization statistics continued from the checkpoint instead of starting over.
+    # (+2 first resets before the kill, +2 after the resume)
+    assert run.load_vecnormalize("final").obs_rms.count == pytest.approx(total + 4, abs=0.01)
+    with open(os.path.join(path, "logs", "progress.csv")) as f:
+        steps = [int(r["time/total_timesteps"]) for r in csv.DictReader(f)]
+    assert steps[0] == 100 and steps[-1] == total, "logs from before the kill are kept"
+    assert steps == sorted(set(steps)), "no step is logged twice"
+    assert max(np.diff(steps)) == 100, "no gap where the kill happened"
+    evals = [int(r["timesteps"]) for r in run.evaluations()]
+    assert evals == sorted(set(evals)) and evals[0] == 300 and evals[-1] == total
+    walls = [float(r["wall_s"]) for r in run.evaluations()]
+    assert walls == sorted(walls), "wall-clock continues across the resume"
