@@ -1,0 +1,86 @@
+"""The launch files name executables, subcommands and parameter files that exist, and every
+parameter in the YAML files is one the named node declares (a typo would be silently ignored by
+ROS 2). `launch`/`launch_ros` are not on PyPI, so the files are read as Python source here."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from manip_rl import cli
+from manip_rl.ros_bridge import dds
+
+LAUNCH_DIR = dds.REPO_ROOT / "launch"
+LAUNCH_FILES = sorted(LAUNCH_DIR.glob("*.launch.py"))
+NODE_OF_SUBCOMMAND = {"serve": "policy_bridge", "sim-arm": "sim_arm"}
+
+
+def _commands(tree: ast.AST) -> list[list[str]]:
+    """The string parts of every ``cmd=[...]`` list in an ExecuteProcess call."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "ExecuteProcess":
+            for kw in node.keywords:
+                if kw.arg == "cmd" and isinstance(kw.value, ast.List):
+                    out.append([e.value for e in kw.value.elts if isinstance(e, ast.Constant)])
+    return out
+
+
+def _yaml_files(tree: ast.AST) -> list[str]:
+    return [
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.endswith(".yaml")
+    ]
+
+
+def test_there_are_sim_and_robot_launch_files():
+    assert {p.name for p in LAUNCH_FILES} >= {"sim.launch.py", "robot.launch.py"}
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_file_names_existing_executables_and_parameter_files(path: Path):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    assert "generate_launch_description" in names
+    commands = _commands(tree)
+    assert commands, f"{path.name} starts no process"
+    bin_dir = Path(sys.executable).parent
+    for cmd in commands:
+        exe, sub = cmd[0], cmd[1]
+        assert shutil.which(exe) or (bin_dir / exe).exists(), f"{path.name}: no executable {exe}"
+        assert sub in cli.COMMANDS, f"{path.name}: `{exe} {sub}` is not a manip-rl subcommand"
+    yamls = _yaml_files(tree)
+    assert yamls, f"{path.name} names no parameter file"
+    for name in yamls:
+        assert (LAUNCH_DIR / "config" / name).is_file(), f"{path.name}: config/{name} missing"
+        # Each node a launch file starts has a section in its parameter file.
+        sections = yaml.safe_load((LAUNCH_DIR / "config" / name).read_text())
+        for cmd in commands:
+            assert NODE_OF_SUBCOMMAND[cmd[1]] in sections, f"{name} has no {cmd[1]} section"
+
+
+@pytest.mark.parametrize(
+    "path", sorted((LAUNCH_DIR / "config").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_parameter_files_only_set_declared_parameters(path: Path):
+    pytest.importorskip("rclpy")
+    from manip_rl.ros_bridge import policy_bridge, sim_arm
+
+    declared = {"policy_bridge": policy_bridge.PARAMETERS, "sim_arm": sim_arm.PARAMETERS}
+    data = yaml.safe_load(path.read_text())
+    assert data, f"{path} is empty"
+    for node, section in data.items():
+        assert node in declared, f"{path.name}: unknown node {node!r}"
+        params = section["ros__parameters"]
+        unknown = set(params) - set(declared[node])
+        assert not unknown, f"{path.name}: {node} has no parameter(s) {sorted(unknown)}"
+        for key, value in params.items():
+            default = declared[node][key]
+            # ROS 2 parameters are typed: the file's value must have the declared type.
+            assert type(value) is type(default), f"{path.name}: {node}.{key}={value!r} type"
