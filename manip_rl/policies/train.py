@@ -49,6 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-envs", type=int, help="parallel environments (n_envs)")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--randomization", help="default | none | a YAML path")
+    p.add_argument("--dr", metavar="adr|YAML",
+                   help="adr: automatic domain randomization, ranges grow from nominal as the "
+                        "policy masters them; a YAML path: ADR with those settings "
+                        "(docs/transfer.md)")  # fmt: skip
     p.add_argument("--vec-env", choices=("subproc", "dummy"), help="vector env kind")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -75,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         if args.resume:
             return resume(args.resume, args)
         cfg = resolve_config(args)
+        adr_settings = _adr_settings(args, cfg)
     except (cfgmod.ConfigError, rundir.RunError, ValueError) as e:
         raise SystemExit(f"manip-rl train: {e}") from None
     if args.print_config:
@@ -91,8 +96,20 @@ def run(args: argparse.Namespace) -> int:
         )
     os.makedirs(path, exist_ok=True)
     rundir.write_config(path, cfg)
+    if adr_settings is not None:
+        from manip_rl import adr
+
+        adr.init_run(path, cfg, adr_settings)
     train(path, cfg, progress=not args.no_progress)
     return 0
+
+
+def _adr_settings(args: argparse.Namespace, cfg: dict) -> dict | None:
+    if not getattr(args, "dr", None):
+        return None
+    from manip_rl import adr
+
+    return adr.load_settings(args.dr, adr.task_of_config(cfg)).to_dict()
 
 
 def resume(path: str, args: argparse.Namespace) -> int:
@@ -111,10 +128,12 @@ def resume(path: str, args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------ training
-def make_vec_env(cfg: dict, seed: int):
+def make_vec_env(cfg: dict, seed: int, wrap: Any = None):
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     fns = [cfgmod.env_factory(cfg, randomized=True, seed=seed + i) for i in range(cfg["n_envs"])]
+    if wrap is not None:  # ADR: each env draws its episodes from the current ADR ranges
+        fns = [wrap(f) for f in fns]
     if cfg["vec_env"] == "subproc" and cfg["n_envs"] > 1:
         return SubprocVecEnv(fns, start_method="forkserver")
     return DummyVecEnv(fns)
@@ -130,7 +149,10 @@ def train(path: str, cfg: dict, progress: bool = True, resume_from: dict | None 
     torch.set_num_threads(int(cfg.get("torch_threads", 1)))
     algo_cls = algorithm_class(cfg["algo"])
     done_steps = int(resume_from["timesteps"]) if resume_from else 0
-    venv = make_vec_env(cfg, cfg["seed"] + done_steps)
+    from manip_rl.adr import AdrCallback
+
+    adr_cb = AdrCallback.for_run(path, cfg, resume_from)  # None unless the run uses --dr adr
+    venv = make_vec_env(cfg, cfg["seed"] + done_steps, adr_cb.wrap_factory if adr_cb else None)
     norm = cfg.get("normalize") or None
     ckdir = os.path.join(path, rundir.CHECKPOINT_DIR)
     if resume_from:
@@ -160,6 +182,8 @@ def train(path: str, cfg: dict, progress: bool = True, resume_from: dict | None 
     model.set_logger(logger)
 
     cb = RunCallback(path, cfg, resume_from)
+    if adr_cb is not None:
+        cb.checkpoint_hooks.append(adr_cb.save_state)
     remaining = cfg["total_timesteps"] - done_steps
     # SIGTERM (a scheduler's stop) ends training like Ctrl-C: with a checkpoint.
     old = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -167,7 +191,7 @@ def train(path: str, cfg: dict, progress: bool = True, resume_from: dict | None 
         if remaining > 0:
             model.learn(
                 remaining,
-                callback=cb,
+                callback=[cb, adr_cb] if adr_cb is not None else cb,
                 reset_num_timesteps=False,
                 log_interval=_log_interval(cfg),
                 progress_bar=progress and sys.stderr.isatty(),
@@ -257,6 +281,8 @@ class RunCallback(BaseCallback):
         self.best = self._read_best()
         self.t0 = time.monotonic()
         self._evaluators: dict[bool, Any] = {}
+        # Called with the step count before each checkpoint is written (ADR saves its ranges).
+        self.checkpoint_hooks: list[Any] = []
 
     def _read_best(self) -> tuple[float, float]:
         p = os.path.join(self.path, rundir.BEST_DIR, rundir.META_FILE)
@@ -292,6 +318,8 @@ class RunCallback(BaseCallback):
 
     def save_checkpoint(self) -> None:
         n = self.model.num_timesteps
+        for hook in self.checkpoint_hooks:
+            hook(n)
         rundir.save_checkpoint(
             self.path, self.model, self._vecnorm(), n, extra={"wall_s": round(self.wall_s, 2)}
         )
