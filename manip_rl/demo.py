@@ -1,20 +1,170 @@
-"""``manip-rl demo``: the main job on embedded defaults.
+"""``manip-rl demo``: the main job end to end, on embedded defaults.
 
-Until training, export and the ROS 2 bridge land, the main job is a domain-randomized rollout of
-the scripted controller on PandaPush: it prints the success rate and writes a video.
+A trained policy file (the shipped PandaReach policy, or ``--policy``) is served by
+``policy_bridge`` to the simulated Panda ``sim_arm`` (real time, domain randomization, sensor and
+actuator latency), each in its own process, over ROS 2 (DDS on localhost, a domain of its own).
+The demo resets the arm, enables the bridge for one episode, reads the task's success, N times,
+then prints the success rate and the control loop's rate and latency statistics.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import sys
+import time
 
-from manip_rl.envs import rollout
+from manip_rl.fileio import atomic_write_text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    rollout.add_arguments(p)
-    p.set_defaults(video="demo.mp4", episodes=10)
+    p.add_argument(
+        "--policy",
+        help="policy file from `manip-rl export` (default: the shipped PandaReach policy)",
+    )
+    p.add_argument("--episodes", type=int, default=10, help="episodes through ROS 2 (default 10)")
+    p.add_argument(
+        "--params-file", help="parameter YAML of both nodes (default launch/config/sim.yaml)"
+    )
+    p.add_argument(
+        "--bridge-param",
+        action="append",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="override a policy_bridge parameter, e.g. output:=trajectory (repeatable)",
+    )
+    p.add_argument(
+        "--sim-param",
+        action="append",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="override a sim_arm parameter, e.g. sensor_latency:=0.02 (repeatable)",
+    )
+    p.add_argument("--json", help="also write the results to this JSON file")
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def episode_steps(env_id: str) -> int:
+    """Control steps per episode of a registered task (its time limit)."""
+    import gymnasium as gym
+
+    import manip_rl  # noqa: F401  (registers the envs)
+
+    spec = gym.spec(env_id)
+    if not spec.max_episode_steps:
+        raise ValueError(f"{env_id} has no time limit; cannot size an episode")
+    return int(spec.max_episode_steps)
+
+
+def resolve_policy(path: str | None) -> str:
+    from manip_rl.ros_bridge import dds
+
+    if path:
+        return path
+    shipped = dds.default_policy_path()
+    if shipped is None:
+        raise SystemExit(
+            "manip-rl demo: this build ships no policy file (manip_rl/policies/pretrained/*.pt). "
+            "Train and export one: `manip-rl train --task PandaReach` then "
+            "`manip-rl export runs/<run> --out reach.pt`, and run `manip-rl demo --policy reach.pt`"
+        )
+    return str(shipped)
+
+
+def _params(pairs: list[str], flag: str) -> list[str]:
+    out = []
+    for pair in pairs:
+        if ":=" not in pair:
+            raise SystemExit(f"manip-rl demo: {flag} {pair!r}: expected NAME:=VALUE")
+        out += ["-p", pair]
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
-    return rollout.run(args)
+    try:
+        import rclpy  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "manip-rl demo runs the policy over ROS 2 and needs rclpy: pip install -e .[ros]"
+        ) from None
+    from manip_rl.export import read_metadata
+    from manip_rl.ros_bridge.session import SessionError, SimSession, summarize_stats
+
+    if args.episodes < 1:
+        raise SystemExit(f"manip-rl demo: --episodes must be >= 1, got {args.episodes}")
+    policy = resolve_policy(args.policy)
+    metadata = read_metadata(policy)
+    env_id, period = metadata["env_id"], float(metadata["control_period_s"])
+    steps = episode_steps(env_id)
+    print(
+        f"policy {policy}: {metadata['task']} ({env_id}), {1 / period:g} Hz, "
+        f"{steps} steps = {steps * period:g} s per episode"
+    )
+    print("starting sim_arm and policy_bridge (separate processes, ROS 2 on localhost) ...")
+    results = []
+    t_start = time.monotonic()
+    session = SimSession(
+        policy,
+        env_id=env_id,
+        params_file=args.params_file,
+        bridge_params=_params(args.bridge_param, "--bridge-param"),
+        sim_params=_params(args.sim_param, "--sim-param"),
+    )
+    try:
+        with session:
+            print(f"ready on ROS_DOMAIN_ID={session.domain_id}; running {args.episodes} episodes")
+            for i in range(args.episodes):
+                ok = session.run_episode(steps * period)
+                results.append(ok)
+                print(f"  episode {i + 1:3d}/{args.episodes}: {'success' if ok else 'failure'}")
+        stats = summarize_stats(session.bridge_stats())
+    except SessionError as e:
+        print(f"manip-rl demo: {e}", file=sys.stderr)
+        return 1
+    finally:
+        session.cleanup()
+
+    wins = sum(results)
+    lo, hi = wilson_interval(wins, len(results))
+    print()
+    print(
+        f"success through ROS 2: {wins}/{len(results)} = {wins / len(results):.0%} "
+        f"(95% CI {lo:.0%}-{hi:.0%})"
+    )
+    print(
+        f"control loop: {stats.get('loop_rate_hz', float('nan')):.2f} Hz "
+        f"(target {stats['control_rate_hz']:g}); period error p50 "
+        f"{stats.get('period_error_p50_ms', float('nan')):.2f} ms, p99 "
+        f"{stats.get('period_error_p99_ms', float('nan')):.2f} ms; overruns "
+        f"{stats['overruns']:.0f}"
+    )
+    print(
+        f"JointState -> command latency: p50 {stats['latency_p50_ms']:.2f} ms, p99 "
+        f"{stats['latency_p99_ms']:.2f} ms; policy inference p50 "
+        f"{stats['inference_p50_ms']:.2f} ms, p99 {stats['inference_p99_ms']:.2f} ms"
+    )
+    print(f"({stats['commands']:.0f} commands, {time.monotonic() - t_start:.0f} s in all)")
+    if args.json:
+        out = {
+            "policy": policy,
+            "env_id": env_id,
+            "episodes": len(results),
+            "successes": wins,
+            "success_rate": wins / len(results),
+            "success_ci95": [lo, hi],
+            "per_episode": results,
+            "loop": stats,
+        }
+        atomic_write_text(args.json, json.dumps(out, indent=1))
+    return 0

@@ -366,6 +366,7 @@ class PolicyBridge(LifecycleNode):
             if not self.safety.enabled:
                 self.safety.enable()
                 self.runner.reset()
+                self._last_publish = None  # the gap while disabled is no loop period
                 self.counters["enables"] += 1
             response.success = True
             response.message = f"enabled; ramping in over {self._p('ramp_in_time')} s"
