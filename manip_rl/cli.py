@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "video": ("manip_rl.policies.video", "MP4/GIF of a run's policy"),
     "plot": ("manip_rl.policies.plot", "learning curves of one or more runs as PNG"),
     "export": ("manip_rl.export", "freeze a run's policy into one TorchScript file"),
+    "robustness": (
+        "manip_rl.robustness",
+        "success against shifted dynamics and sensing, several policies, PNG and table",
+    ),
     "sim-arm": ("manip_rl.ros_bridge.sim_arm", "the simulated Panda as a ROS 2 node"),
     "serve": ("manip_rl.ros_bridge.policy_bridge", "serve a policy file to an arm over ROS 2"),
 }
