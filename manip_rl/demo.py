@@ -98,13 +98,16 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(
             "manip-rl demo runs the policy over ROS 2 and needs rclpy: pip install -e .[ros]"
         ) from None
-    from manip_rl.export import read_metadata
+    from manip_rl.export import PolicyFileError, read_metadata
     from manip_rl.ros_bridge.session import SessionError, SimSession, summarize_stats
 
     if args.episodes < 1:
         raise SystemExit(f"manip-rl demo: --episodes must be >= 1, got {args.episodes}")
     policy = resolve_policy(args.policy)
-    metadata = read_metadata(policy)
+    try:
+        metadata = read_metadata(policy)
+    except PolicyFileError as e:
+        raise SystemExit(f"manip-rl demo: {e}") from None
     env_id, period = metadata["env_id"], float(metadata["control_period_s"])
     steps = episode_steps(env_id)
     print(

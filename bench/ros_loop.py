@@ -1,0 +1,195 @@
+"""The policy served over ROS 2, measured against peers in the same run.
+
+1. **Success**: the same policy file through ROS 2 (sim_arm + policy_bridge in two processes,
+   real time, launch/config/sim.yaml: sensor and actuator latency 10 ms each, domain
+   randomization on) vs its in-process evaluation (the gymnasium env with the same
+   randomization, success at the last step of each episode).
+2. **Loop timing at 100 Hz and 500 Hz**: the bridge's command period error and its
+   JointState-received -> command-published latency (both timed inside the bridge process with
+   ``time.perf_counter``), and overruns (control ticks missed entirely). The peer is a bare rclpy
+   timer at the same rate in its own process, measured in the same run. Policies run at the
+   period they were trained for, so these runs serve a copy of the policy file whose metadata
+   says ``control_period_s`` = 1/rate (same weights, same hash; made with
+   :func:`retimed_copy`); the arm then moves faster than in training, which the safety filter's
+   speed limit catches: only the timing is measured.
+
+    python bench/ros_loop.py --policy reach.pt            # everything (about 4 minutes)
+    python bench/ros_loop.py --policy reach.pt --skip-success --seconds-500 10
+
+Figures on a shared, loaded machine are preliminary; the JSON written with ``--out`` keeps them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import numpy as np
+
+from manip_rl.fileio import atomic_path, atomic_write_text
+from manip_rl.ros_bridge import dds
+
+PEER_TIMER = textwrap.dedent(
+    """
+    import json, sys, time
+    import rclpy
+    rate, seconds = float(sys.argv[1]), float(sys.argv[2])
+    rclpy.init()
+    node = rclpy.create_node("peer_timer")
+    stamps = []
+    node.create_timer(1.0 / rate, lambda: stamps.append(time.perf_counter()))
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    print(json.dumps(stamps))
+    """
+)
+
+
+def retimed_copy(policy: str, control_period: float, out: str) -> str:
+    """A copy of a TorchScript policy file whose metadata gives another control period."""
+    import torch
+
+    from manip_rl.export import METADATA_FILE, load_policy
+
+    extra = {METADATA_FILE: ""}
+    module = torch.jit.load(policy, map_location="cpu", _extra_files=extra)
+    md = json.loads(extra[METADATA_FILE])
+    md["control_period_s"] = control_period
+    md.setdefault("provenance", {})["retimed_for_benchmark"] = True
+    with atomic_path(out) as tmp:
+        torch.jit.save(module, tmp, _extra_files={METADATA_FILE: json.dumps(md, indent=1)})
+    load_policy(out)  # still a valid policy file
+    return out
+
+
+def in_process_success(policy: str, episodes: int, randomization: str, seed: int) -> float:
+    import gymnasium as gym
+
+    import manip_rl  # noqa: F401
+    from manip_rl import policy_io
+    from manip_rl.export import load_policy
+
+    p = load_policy(policy)
+    env = gym.make(p.env_id, randomization=randomization)
+    wins = 0
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        done = False
+        while not done:
+            obs, _, term, trunc, info = env.step(p.act(policy_io.flatten_observation(obs)))
+            done = term or trunc
+        wins += bool(info["is_success"])
+    return wins / episodes
+
+
+def ros_success(policy: str, episodes: int, workdir: str) -> tuple[float, dict]:
+    from manip_rl.demo import episode_steps
+    from manip_rl.export import read_metadata
+    from manip_rl.ros_bridge.session import SimSession, summarize_stats
+
+    md = read_metadata(policy)
+    duration = episode_steps(md["env_id"]) * float(md["control_period_s"])
+    wins = 0
+    session = SimSession(policy, env_id=md["env_id"], workdir=workdir)
+    with session:
+        for _ in range(episodes):
+            wins += session.run_episode(duration)
+    return wins / episodes, summarize_stats(session.bridge_stats())
+
+
+def ros_timing(policy: str, rate: float, seconds: float, workdir: str, trigger: str) -> dict:
+    from manip_rl.export import read_metadata
+    from manip_rl.ros_bridge.session import SimSession, summarize_stats
+
+    md = read_metadata(policy)
+    retimed = retimed_copy(policy, 1.0 / rate, os.path.join(workdir, f"policy_{rate:g}hz.pt"))
+    session = SimSession(
+        retimed,
+        env_id=md["env_id"],
+        bridge_params=["-p", f"control_rate:={rate}", "-p", f"trigger:={trigger}"],
+        sim_params=["-p", "joint_state_rate:=500.0"],
+        workdir=os.path.join(workdir, f"{rate:g}hz_{trigger}"),
+    )
+    with session:
+        session.run_episode(seconds)
+    return summarize_stats(session.bridge_stats())
+
+
+def peer_timer(rate: float, seconds: float) -> dict:
+    env = dds.local_env(dds.domain_id_for(os.getpid() + 1))
+    out = subprocess.run(
+        [sys.executable, "-c", PEER_TIMER, str(rate), str(seconds)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stamps = np.asarray(json.loads(out.stdout))
+    err = np.abs(np.diff(stamps) - 1.0 / rate) * 1e3
+    p50, p99 = dds.percentiles(err)
+    return {"period_error_p50_ms": p50, "period_error_p99_ms": p99, "samples": len(err)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--policy", default=None, help="policy file (default: the shipped one)")
+    ap.add_argument("--episodes", type=int, default=40, help="episodes through ROS 2")
+    ap.add_argument("--inproc-episodes", type=int, default=200)
+    ap.add_argument("--randomization", default="default", help="as sim.yaml's sim_arm")
+    ap.add_argument("--seconds-100", type=float, default=20.0)
+    ap.add_argument("--seconds-500", type=float, default=60.0)
+    ap.add_argument("--trigger", default="state", choices=("state", "timer"))
+    ap.add_argument("--skip-success", action="store_true")
+    ap.add_argument("--out", help="write the results as JSON here")
+    args = ap.parse_args(argv)
+    policy = args.policy or dds.default_policy_path()
+    if policy is None:
+        raise SystemExit("no shipped policy file: pass --policy X.pt (from `manip-rl export`)")
+    policy = str(policy)
+    results: dict = {"policy": policy, "trigger": args.trigger}
+    with tempfile.TemporaryDirectory(prefix="ros_loop_") as work:
+        if not args.skip_success:
+            t = time.monotonic()
+            inproc = in_process_success(policy, args.inproc_episodes, args.randomization, 10_000)
+            ros, loop = ros_success(policy, args.episodes, os.path.join(work, "success"))
+            results["success"] = {
+                "in_process": inproc,
+                "in_process_episodes": args.inproc_episodes,
+                "ros2": ros,
+                "ros2_episodes": args.episodes,
+                "difference_points": 100 * (ros - inproc),
+                "loop_25hz": loop,
+                "wall_s": time.monotonic() - t,
+            }
+            print(
+                f"success: in-process {inproc:.1%} ({args.inproc_episodes} ep), through ROS 2 "
+                f"{ros:.1%} ({args.episodes} ep): {100 * (ros - inproc):+.1f} points"
+            )
+        for rate, seconds in ((100.0, args.seconds_100), (500.0, args.seconds_500)):
+            peer = peer_timer(rate, min(seconds, 20.0))
+            loop = ros_timing(policy, rate, seconds, work, args.trigger)
+            ratio = loop.get("period_error_p99_ms", float("nan")) / peer["period_error_p99_ms"]
+            results[f"{rate:g}hz"] = {"bridge": loop, "peer_timer": peer, "seconds": seconds,
+                                      "p99_period_error_ratio_to_peer": ratio}  # fmt: skip
+            print(
+                f"{rate:g} Hz for {seconds:g} s: rate {loop.get('loop_rate_hz', float('nan')):.1f} "
+                f"Hz, period error p99 {loop.get('period_error_p99_ms', float('nan')):.2f} ms "
+                f"(bare rclpy timer {peer['period_error_p99_ms']:.2f} ms, x{ratio:.2f}); "
+                f"latency p50 {loop['latency_p50_ms']:.2f} ms p99 {loop['latency_p99_ms']:.2f} "
+                f"ms; inference p50 {loop['inference_p50_ms']:.2f} ms; overruns "
+                f"{loop['overruns']:.0f}; holds {loop['holds']:.0f}"
+            )
+    if args.out:
+        atomic_write_text(args.out, json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
