@@ -18,6 +18,7 @@ Gymnasium and MuJoCo only inside the functions that export and verify.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from importlib import metadata as _importlib_metadata
 from typing import Any, Final
@@ -62,6 +63,15 @@ _PACKAGES: Final = (
 PARITY_TOLERANCE: Final = 1e-5
 
 
+@contextlib.contextmanager
+def _quiet_jit() -> Iterator[None]:
+    """torch 2.9+ warns on every torch.jit call that it is deprecated; TorchScript is still the
+    format a robot loads without Python model code, so keep users' logs clean."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r".*torch\.jit.*deprecated", DeprecationWarning)
+        yield
+
+
 class PolicyFileError(ValueError):
     """A policy file that cannot be used: missing, not TorchScript/ONNX, without (valid) metadata,
     of an unknown schema version, or whose weights do not match their recorded hash."""
@@ -77,10 +87,13 @@ class FlatPolicy(nn.Module):
 
     Normalization runs in float64, as VecNormalize does in numpy, so that observations far from
     the training statistics (where ``(obs - mean) / std`` amplifies rounding) give the same
-    clipped input as in training; the MLP runs in float32, as SB3's policy does.
+    clipped input as in training; the MLP runs in float32, as SB3's policy does. It is written
+    as ``obs * scale + shift`` (``scale = 1 / sqrt(var + eps)``, ``shift = -mean * scale``), one
+    fused op, since at batch 1 each op costs microseconds.
     """
 
-    __constants__ = ["normalize", "squash"]  # folded by torch.jit.freeze
+    # Folded by torch.jit.freeze, so the branches cost nothing at run time.
+    __constants__ = ["normalize", "clip_per_dim", "clip_obs", "squash"]
 
     def __init__(
         self,
@@ -88,32 +101,43 @@ class FlatPolicy(nn.Module):
         obs_dim: int,
         act_dim: int,
         squash: bool,
-        mean: np.ndarray | None,
-        std: np.ndarray | None,
-        clip_lo: np.ndarray | None,
-        clip_hi: np.ndarray | None,
+        mean: np.ndarray | None = None,
+        std: np.ndarray | None = None,
+        clip_obs: float = 10.0,
+        normalized: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.actor = actor
         self.normalize = mean is not None
-        self.squash = squash
-        if mean is None:
+        self.squash = bool(squash)
+        self.clip_obs = float(clip_obs)
+        if mean is None or std is None:
             mean, std = np.zeros(obs_dim), np.ones(obs_dim)
-            clip_lo, clip_hi = np.full(obs_dim, -np.inf), np.full(obs_dim, np.inf)
-        self.register_buffer("obs_mean", torch.as_tensor(mean, dtype=torch.float64))
-        self.register_buffer("obs_std", torch.as_tensor(std, dtype=torch.float64))
-        self.register_buffer("obs_clip_low", torch.as_tensor(clip_lo, dtype=torch.float64))
-        self.register_buffer("obs_clip_high", torch.as_tensor(clip_hi, dtype=torch.float64))
+        if normalized is None:
+            normalized = np.ones(obs_dim, dtype=bool)
+        # Entries VecNormalize leaves alone (norm_obs_keys without them) pass through unclipped.
+        self.clip_per_dim = not bool(np.all(normalized))
+        scale = np.where(normalized, 1.0 / np.asarray(std, dtype=np.float64), 1.0)
+        shift = np.where(normalized, -np.asarray(mean, dtype=np.float64) * scale, 0.0)
+        low = np.where(normalized, -self.clip_obs, -np.inf)
+        high = np.where(normalized, self.clip_obs, np.inf)
+        f64 = torch.float64
+        self.register_buffer("obs_scale", torch.as_tensor(scale, dtype=f64))
+        self.register_buffer("obs_shift", torch.as_tensor(shift, dtype=f64))
+        self.register_buffer("obs_clip_low", torch.as_tensor(low, dtype=f64))
+        self.register_buffer("obs_clip_high", torch.as_tensor(high, dtype=f64))
         self.obs_dim = int(obs_dim)
         self.act_dim = int(act_dim)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs
         if self.normalize:
-            x64 = (x.to(torch.float64) - self.obs_mean) / self.obs_std
-            x = torch.maximum(torch.minimum(x64, self.obs_clip_high), self.obs_clip_low).to(
-                torch.float32
-            )
+            x64 = torch.addcmul(self.obs_shift, x.to(torch.float64), self.obs_scale)
+            if self.clip_per_dim:
+                x64 = torch.clamp(x64, self.obs_clip_low, self.obs_clip_high)
+            else:
+                x64 = torch.clamp(x64, -self.clip_obs, self.clip_obs)
+            x = x64.to(torch.float32)
         a = self.actor(x)
         if self.squash:
             # gSDE with squash_output: the mode is tanh(mean); unscaling [-1, 1] to the action
@@ -159,29 +183,36 @@ class LoadedPolicy:
         self.action_spec: policy_io.ActionSpec = policy_io.ActionSpec.from_json(md["action"])
         self.layout: policy_io.ObsLayout = policy_io.make_layout(self.task, self.act_dim)
         self.weights_sha256: str = md["weights_sha256"]
+        self._single_shape = (self.obs_dim,)
         if self.format == "onnx":
             self._input_name = self.module.get_inputs()[0].name
+            self._output_names = [self.module.get_outputs()[0].name]
+            self._run = self._run_onnx
+        else:
+            self._run = self._run_torch
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         x = obs
-        if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous):
-            x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.shape[-1:] != (self.obs_dim,) or x.ndim > 2:
-            raise ValueError(
-                f"observation has shape {x.shape}, but this {self.task} policy ({self.path}) takes "
-                f"{self.obs_dim} values, shape ({self.obs_dim},) or (B, {self.obs_dim}); build it "
-                f"with policy_io.flatten_observation (achieved_goal|desired_goal|observation)"
-            )
-        single = x.ndim == 1
-        if single:
-            x = x.reshape(1, -1)
-        if self.format == "onnx":
-            out = self.module.run(None, {self._input_name: x})[0]
-        else:
-            if not x.flags.writeable:  # torch.from_numpy wants a writeable array
-                x = x.copy()
-            out = self.module(torch.from_numpy(x)).numpy()
-        return out[0] if single else out
+        if type(x) is not np.ndarray or x.dtype != np.float32 or not x.flags.c_contiguous:
+            x = np.array(x, dtype=np.float32, order="C")  # a copy: contiguous and writeable
+        elif not x.flags.writeable:  # torch.from_numpy wants a writeable array
+            x = x.copy()
+        shape = x.shape
+        if shape == self._single_shape:
+            return self._run(x.reshape(1, -1))[0]
+        if len(shape) == 2 and shape[1] == self.obs_dim:
+            return self._run(x)
+        raise ValueError(
+            f"observation has shape {shape}, but this {self.task} policy ({self.path}) takes "
+            f"{self.obs_dim} values: shape ({self.obs_dim},) or (B, {self.obs_dim}); build it with "
+            f"policy_io.flatten_observation (achieved_goal|desired_goal|observation)"
+        )
+
+    def _run_torch(self, x: np.ndarray) -> np.ndarray:
+        return self.module(torch.from_numpy(x)).numpy()
+
+    def _run_onnx(self, x: np.ndarray) -> np.ndarray:
+        return self.module.run(self._output_names, {self._input_name: x})[0]
 
     __call__ = act
 
@@ -206,7 +237,8 @@ def load_policy(path: str | os.PathLike, optimize: bool = True) -> LoadedPolicy:
         )
     extra = {METADATA_FILE: ""}
     try:
-        module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
+        with _quiet_jit():
+            module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
     except Exception as e:  # torch raises RuntimeError with a C++ trace
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PolicyFileError(
@@ -223,8 +255,11 @@ def load_policy(path: str | os.PathLike, optimize: bool = True) -> LoadedPolicy:
         )
     _check_module_matches_metadata(module, md, path)
     module.eval()
+    for param in module.parameters():  # acting never needs gradients
+        param.requires_grad_(False)
     if optimize:
-        module = torch.jit.optimize_for_inference(torch.jit.freeze(module))
+        with _quiet_jit():
+            module = torch.jit.optimize_for_inference(torch.jit.freeze(module))
     return LoadedPolicy(path=path, metadata=md, module=module)
 
 
@@ -286,17 +321,29 @@ def _parse_metadata(raw: bytes | str, path: str) -> dict:
 def _check_module_matches_metadata(module: Any, md: dict, path: str) -> None:
     """The normalization statistics the module applies are the ones the metadata reports."""
     norm = md["normalization"]
+    for name in ("normalize", "clip_obs", "obs_scale", "obs_shift"):
+        if not hasattr(module, name):
+            raise PolicyFileError(
+                f"{path!r}: the TorchScript module lacks {name!r}, so it is not a manip_rl policy "
+                f"module of schema {SCHEMA_VERSION}; export the policy again"
+            )
     if bool(module.normalize) != bool(norm["enabled"]):
         raise PolicyFileError(
             f"{path!r}: metadata says normalization enabled={norm['enabled']}, the module "
             f"{'normalizes' if module.normalize else 'does not normalize'}; export it again"
         )
     if norm["enabled"]:
-        mean = module.obs_mean.numpy()
-        std = np.sqrt(np.asarray(norm["var"], dtype=np.float64) + float(norm["epsilon"]))
-        if mean.shape != (md["observation"]["dim"],) or not (
-            np.allclose(mean, norm["mean"], rtol=1e-12, atol=0)
-            and np.allclose(module.obs_std.numpy(), std, rtol=1e-12, atol=0)
+        var = np.asarray(norm["var"], dtype=np.float64)
+        mean = np.asarray(norm["mean"], dtype=np.float64)
+        mask = np.asarray(norm.get("normalized", [True] * len(var)), dtype=bool)
+        scale = np.where(mask, 1.0 / np.sqrt(var + float(norm["epsilon"])), 1.0)
+        shift = np.where(mask, -mean * scale, 0.0)
+        got_scale, got_shift = module.obs_scale.numpy(), module.obs_shift.numpy()
+        if (
+            got_scale.shape != scale.shape
+            or not np.allclose(got_scale, scale, rtol=1e-12, atol=0)
+            or not np.allclose(got_shift, shift, rtol=1e-12, atol=1e-300)
+            or float(module.clip_obs) != float(norm["clip_obs"])
         ):
             raise PolicyFileError(
                 f"{path!r}: the normalization statistics in the metadata differ from the ones "
@@ -423,10 +470,10 @@ def _actor_of(policy: Any) -> tuple[nn.Module, bool]:
 
 
 def _normalization(vecnorm: Any, keys_sizes: list[tuple[str, int]] | None, obs_dim: int):
-    """(mean, var, std, clip_lo, clip_hi, info dict) in flat order, or Nones when disabled."""
+    """(mean, var, std, normalized mask) in flat order, or Nones when normalization is off."""
     if vecnorm is None or not getattr(vecnorm, "norm_obs", False):
-        return None, None, None, None, None, False
-    eps, clip = float(vecnorm.epsilon), float(vecnorm.clip_obs)
+        return None, None, None, None
+    eps = float(vecnorm.epsilon)
     rms = vecnorm.obs_rms
     if keys_sizes is None:
         if isinstance(rms, Mapping):
@@ -453,10 +500,7 @@ def _normalization(vecnorm: Any, keys_sizes: list[tuple[str, int]] | None, obs_d
         raise ExportError(
             f"VecNormalize statistics have {mean.size} values, the policy takes {obs_dim}"
         )
-    std = np.sqrt(var + eps)
-    lo = np.where(mask, -clip, -np.inf)
-    hi = np.where(mask, clip, np.inf)
-    return mean, var, std, lo, hi, mask
+    return mean, var, np.sqrt(var + eps), mask
 
 
 def _package_versions() -> dict[str, str]:
@@ -529,8 +573,9 @@ def build_export(source: PolicySource) -> Exported:
         if keys_sizes != expected:
             raise ExportError(f"Dict observation sizes {keys_sizes} differ from {expected}")
     actor, squash = _actor_of(policy)
-    mean, var, std, lo, hi, mask = _normalization(source.vecnormalize, keys_sizes, obs_dim)
-    module = FlatPolicy(actor, obs_dim, act_dim, squash, mean, std, lo, hi).eval()
+    mean, var, std, mask = _normalization(source.vecnormalize, keys_sizes, obs_dim)
+    clip = float(source.vecnormalize.clip_obs) if mean is not None else 10.0
+    module = FlatPolicy(actor, obs_dim, act_dim, squash, mean, std, clip, mask).eval()
     from manip_rl.envs.scene import CONTROL_PERIOD
 
     normalization: dict[str, Any] = {
@@ -617,10 +662,12 @@ def export_policy(
 
 
 def _write_torchscript(exported: Exported, out_path: str) -> None:
-    scripted = torch.jit.script(exported.module)
+    with _quiet_jit():
+        scripted = torch.jit.script(exported.module)
     text = json.dumps(exported.metadata, indent=1)
     with atomic_path(out_path) as tmp:
-        torch.jit.save(scripted, tmp, _extra_files={METADATA_FILE: text})
+        with _quiet_jit():
+            torch.jit.save(scripted, tmp, _extra_files={METADATA_FILE: text})
 
 
 def _onnx_weights_sha256(model: Any) -> str:
@@ -858,7 +905,7 @@ def check_closed_loop(
             "successes": wins,
             "episodes": episodes,
             "rate": wins / episodes,
-            "ci95": [lo, hi],
+            "ci95": [float(lo), float(hi)],
         }
     env.close()
     sb3, f = results["sb3"], results["file"]
@@ -866,7 +913,8 @@ def check_closed_loop(
         sb3["ci95"][0] <= f["rate"] <= sb3["ci95"][1]
         and f["ci95"][0] <= sb3["rate"] <= f["ci95"][1]
     )
-    return {**results, "randomization": "run" if source.randomization else "default", "ok": ok}
+    randomization_name = "run" if source.randomization else "default"
+    return {**results, "randomization": randomization_name, "ok": bool(ok)}
 
 
 # Run in a fresh interpreter by check_isolated: block SB3, Gymnasium and MuJoCo, then load & act.
@@ -881,6 +929,11 @@ class Block(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Block())
+try:
+    import gymnasium  # noqa: F401
+    blocker_active = False
+except ImportError:
+    blocker_active = True
 import numpy as np
 from manip_rl.export import load_policy
 policy = load_policy(sys.argv[1])
@@ -889,6 +942,7 @@ a1 = policy.act(obs)
 ab = policy.act(np.zeros((4, policy.obs_dim), dtype=np.float32))
 leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
 print(json.dumps({"action": a1.tolist(), "batch_shape": list(ab.shape), "leaked": leaked,
+                  "blocker_active": blocker_active,
                   "task": policy.task, "obs_dim": policy.obs_dim}))
 """
 
@@ -906,7 +960,8 @@ def check_isolated(path: str | os.PathLike, timeout: float = 120.0) -> dict:
         return {"ok": False, "error": proc.stderr.strip().splitlines()[-1:] or ["exit code"]}
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["ok"] = (
-        not out["leaked"]
+        out["blocker_active"]
+        and not out["leaked"]
         and out["batch_shape"] == [4, len(out["action"])]
         and bool(np.all(np.abs(out["action"]) <= 1.0))
     )
