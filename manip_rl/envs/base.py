@@ -1,10 +1,12 @@
 """The shared Panda tabletop environment: physics stepping, sensing with noise and latency, action
 mapping through :mod:`manip_rl.policy_io`, domain randomization and rendering. Tasks subclass it and
-write ``_reset_task``, ``_goal_distance`` terms and the goal sampler."""
+write ``_reset_task`` (object and goal sampling), ``_achieved_true`` and any goal-independent
+reward terms."""
 
 from __future__ import annotations
 
 import collections
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,10 +25,8 @@ REWARD_TYPES = ("sparse", "dense")
 # vector operation per step and the observation one gather.
 _SENSOR_SLICES = policy_io.SENSOR_SLICES
 _N_SENSE = policy_io.SENSOR_DIM
-_JOINT_POS, _JOINT_VEL, _EE_POS, _GRIPPER = (
-    _SENSOR_SLICES[k] for k in ("joint_pos", "joint_vel", "ee_pos", "gripper_opening")
-)
-_OBJECT = slice(_SENSOR_SLICES["object_pos"].start, _SENSOR_SLICES["object_quat"].stop)
+_JOINT_POS = _SENSOR_SLICES["joint_pos"]
+_NO_OBJECT = np.zeros(7)  # object pose slots of a task without an object
 
 
 class PandaEnv(gym.Env):
@@ -85,6 +85,8 @@ class PandaEnv(gym.Env):
         self.goal = np.zeros(3)
         self._prev_action = np.zeros(self.action_spec.dim)
         self._build_obs = policy_io.ObservationBuilder(self.layout)
+        o = self.ids.object_qpos
+        self._object_qpos = slice(o, o + 7) if self.ids.object_body >= 0 else None
         self._sensor_history: collections.deque[np.ndarray] = collections.deque(maxlen=1)
         self._command_queue: collections.deque = collections.deque(maxlen=1)
         self._observed = np.zeros(_N_SENSE)  # the sensor vector the policy saw last
@@ -175,9 +177,13 @@ class PandaEnv(gym.Env):
         obs = self._observation()
         terms = self._goal_free_reward_terms(obs)
         diff = obs["achieved_goal"] - obs["desired_goal"]
-        terms[self._goal_term_name] = float(self._goal_term(np.sqrt(diff @ diff)))
+        distance = math.sqrt(diff @ diff)
+        if self.reward_type == "sparse":
+            terms["goal_reached"] = -1.0 if distance > self.distance_threshold else 0.0
+        else:
+            terms["goal_distance"] = -distance
         reward = sum(terms.values())
-        info = {"is_success": float(self._is_success()), "reward_terms": terms}
+        info = {"is_success": 1.0 if self._is_success() else 0.0, "reward_terms": terms}
         # Manipulation tasks here have no terminal state: the episode ends only by the time
         # limit in the registration (truncation, never termination; SB3 #633).
         return obs, reward, False, False, info
@@ -206,10 +212,6 @@ class PandaEnv(gym.Env):
             return -(distance > self.distance_threshold).astype(np.float32)
         return -np.asarray(distance, dtype=np.float32)
 
-    @property
-    def _goal_term_name(self) -> str:
-        return "goal_reached" if self.reward_type == "sparse" else "goal_distance"
-
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None
@@ -227,14 +229,17 @@ class PandaEnv(gym.Env):
     def _measure(self) -> np.ndarray:
         """What the robot's sensors read now (policy_io.SENSOR_FIELDS order): the true state plus
         per-step noise and this episode's bias."""
-        d, ids, v = self.data, self.ids, np.zeros(_N_SENSE)
-        v[_JOINT_POS] = d.qpos[ids.arm_qpos]
-        v[_JOINT_POS] += SIM_JOINT_OFFSETS
-        v[_JOINT_VEL] = d.qvel[ids.arm_dof]
-        v[_EE_POS] = d.site_xpos[ids.ee_site]
-        v[_GRIPPER] = d.qpos[ids.finger_qpos].sum()
-        if ids.object_body >= 0:
-            v[_OBJECT] = d.qpos[ids.object_qpos : ids.object_qpos + 7]
+        d, ids = self.data, self.ids
+        qpos = d.qpos
+        v = np.concatenate(
+            (
+                qpos[ids.arm_qpos] + SIM_JOINT_OFFSETS,
+                d.qvel[ids.arm_dof],
+                d.site_xpos[ids.ee_site],
+                (qpos[ids.finger_qpos.start] + qpos[ids.finger_qpos.start + 1],),
+                qpos[self._object_qpos] if self._object_qpos is not None else _NO_OBJECT,
+            )
+        )
         if self._noise_vec is not None:
             v += self._noise_vec * self._rng.standard_normal(_N_SENSE) + self._bias_vec
         return v
