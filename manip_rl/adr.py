@@ -141,8 +141,16 @@ class AdrSettings:
             "boundary_prob": self.boundary_prob,
             "success_high": self.success_high,
             "success_low": self.success_low,
-            "params": {p.name: p.to_dict() for p in self.params},
+            # A quantity left out is written as null, so the dict reads back to these settings.
+            "params": {
+                name: self.param(name).to_dict() if name in self.names else None
+                for name in DEFAULT_PARAMS
+            },
         }
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
 
     @classmethod
     def from_dict(
