@@ -1,0 +1,194 @@
+"""sim_arm over real DDS: it runs in its own process (``manip-rl sim-arm``) and this test process
+plays the controller side: joint states arrive by name at the configured rate, forward-position
+and joint-trajectory commands move the simulated arm, bad commands are rejected, ``~/reset``
+starts a new episode, and sensor latency delays what the arm reports."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from builtin_interfaces.msg import Duration  # noqa: E402
+from geometry_msgs.msg import PointStamped  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Bool, Float64MultiArray  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
+
+from manip_rl import policy_io  # noqa: E402
+from manip_rl.policy_io import PANDA_FINGER_JOINT_NAMES, PANDA_JOINT_NAMES  # noqa: E402
+from manip_rl.ros_bridge import dds  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+DOMAIN = dds.domain_id_for(os.getpid() + 37)
+
+
+@pytest.fixture(scope="module")
+def context():
+    saved = {k: os.environ.get(k) for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID")}
+    dds.keep_dds_local(DOMAIN)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN)
+    yield ctx
+    rclpy.shutdown(context=ctx)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+class Controller:
+    def __init__(self, context) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        self.node = rclpy.create_node(f"test_controller_{os.getpid()}", context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.states: list[tuple[float, JointState]] = []
+        self.goal: np.ndarray | None = None
+        self.success: bool | None = None
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.node.create_subscription(JointState, "/joint_states", self._on_state, qos)
+        self.node.create_subscription(PointStamped, "/sim_arm/goal", self._on_goal, 10)
+        self.node.create_subscription(Bool, "/sim_arm/success", self._on_success, 10)
+        self.cmd = self.node.create_publisher(
+            Float64MultiArray, "/forward_position_controller/commands", 10
+        )
+        self.traj = self.node.create_publisher(
+            JointTrajectory, "/joint_trajectory_controller/joint_trajectory", 10
+        )
+        self.reset = self.node.create_client(Trigger, "/sim_arm/reset")
+
+    def _on_state(self, msg: JointState) -> None:
+        self.states.append((time.monotonic(), msg))
+
+    def _on_goal(self, msg: PointStamped) -> None:
+        self.goal = np.array([msg.point.x, msg.point.y, msg.point.z])
+
+    def _on_success(self, msg: Bool) -> None:
+        self.success = msg.data
+
+    def spin(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.005)
+
+    def wait_states(self, timeout: float = 40.0) -> None:
+        end = time.monotonic() + timeout
+        while not self.states and time.monotonic() < end:
+            self.spin(0.1)
+        assert self.states, "sim_arm published no joint states"
+
+    def arm_position(self) -> np.ndarray:
+        msg = self.states[-1][1]
+        where = {n: i for i, n in enumerate(msg.name)}
+        return np.array([msg.position[where[n]] for n in PANDA_JOINT_NAMES])
+
+    def call_reset(self) -> Trigger.Response:
+        assert self.reset.wait_for_service(timeout_sec=10.0)
+        future = self.reset.call_async(Trigger.Request())
+        end = time.monotonic() + 10
+        while not future.done() and time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.01)
+        return future.result()
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+def start_sim(tmp_path, *params: str):
+    args = ["--ros-args", "-p", "randomization:=none", "-p", "actuator_latency:=0.0", *params]
+    return dds.start_node("sim-arm", args, DOMAIN, tmp_path / "sim_arm.log")
+
+
+@pytest.fixture
+def controller(context):
+    c = Controller(context)
+    yield c
+    c.close()
+
+
+def test_sim_arm_states_commands_and_reset(controller, tmp_path):
+    proc = start_sim(tmp_path, "-p", "sensor_latency:=0.0")
+    try:
+        c = controller
+        c.wait_states()
+        c.states.clear()
+        c.spin(1.0)
+        stamps = np.array([t for t, _ in c.states])
+        assert len(stamps) > 250, f"{len(stamps)} joint states in 1 s (500 Hz configured)"
+        msg = c.states[-1][1]
+        assert list(msg.name) == [*PANDA_JOINT_NAMES, *PANDA_FINGER_JOINT_NAMES]
+        assert len(msg.velocity) == 9
+        home = c.arm_position()
+        np.testing.assert_allclose(home, policy_io.PANDA_HOME, atol=0.06)  # reset: home +-0.05
+        assert c.goal is not None and c.success is not None
+
+        # Forward position command: the arm goes there.
+        target = home + np.array([0.3, 0.0, 0.0, 0.0, 0.0, 0.2, 0.0])
+        c.cmd.publish(Float64MultiArray(data=target.tolist()))
+        c.spin(1.5)
+        np.testing.assert_allclose(c.arm_position(), target, atol=0.03)
+
+        # Joint trajectory, joints in reverse order: matched by name, not by index.
+        target2 = home + np.array([-0.2, 0.1, 0.0, 0.1, 0.0, 0.0, 0.3])
+        names = list(reversed(PANDA_JOINT_NAMES))
+        point = JointTrajectoryPoint(
+            positions=[float(target2[PANDA_JOINT_NAMES.index(n)]) for n in names],
+            time_from_start=Duration(sec=0, nanosec=300_000_000),
+        )
+        c.traj.publish(JointTrajectory(joint_names=names, points=[point]))
+        c.spin(1.5)
+        np.testing.assert_allclose(c.arm_position(), target2, atol=0.03)
+
+        # Out of the joint limits (joint 4 above -0.4 rad) or NaN: rejected, the arm stays.
+        bad = target2.copy()
+        bad[3] = 0.5
+        c.cmd.publish(Float64MultiArray(data=bad.tolist()))
+        nan = target2.copy()
+        nan[0] = float("nan")
+        c.cmd.publish(Float64MultiArray(data=nan.tolist()))
+        c.spin(0.7)
+        np.testing.assert_allclose(c.arm_position(), target2, atol=0.03)
+        assert "outside the joint limits" in (tmp_path / "sim_arm.log").read_text()
+
+        # Reset: a new goal, the arm back near home.
+        old_goal = c.goal.copy()
+        response = c.call_reset()
+        assert response.success and "episode 2" in response.message
+        c.spin(0.5)
+        assert not np.allclose(c.goal, old_goal)
+        np.testing.assert_allclose(c.arm_position(), policy_io.PANDA_HOME, atol=0.06)
+    finally:
+        dds.stop_node(proc)
+
+
+def test_sensor_latency_delays_the_reported_motion(controller, tmp_path):
+    latency = 0.15
+    proc = start_sim(tmp_path, "-p", f"sensor_latency:={latency}")
+    try:
+        c = controller
+        c.wait_states()
+        c.spin(0.5)
+        home = c.arm_position()
+        target = home + np.array([0.4, 0, 0, 0, 0, 0, 0])
+        t_cmd = time.monotonic()
+        c.cmd.publish(Float64MultiArray(data=target.tolist()))
+        c.spin(1.0)
+        moved = [t for t, msg in c.states if t > t_cmd and abs(msg.position[0] - home[0]) > 0.01]
+        assert moved, "the arm never reported moving"
+        delay = moved[0] - t_cmd
+        # The arm needs a few ms to move 0.01 rad; the report comes at least `latency` later.
+        assert delay >= latency, f"motion reported {delay * 1e3:.0f} ms after the command"
+        assert delay < latency + 0.25
+    finally:
+        dds.stop_node(proc)
