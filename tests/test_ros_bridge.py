@@ -22,6 +22,7 @@ from lifecycle_msgs.srv import GetState  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 from std_srvs.srv import SetBool  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from manip_rl import policy_io  # noqa: E402
 from manip_rl.policy_io import PANDA_FINGER_JOINT_NAMES, PANDA_JOINT_NAMES  # noqa: E402
@@ -84,12 +85,19 @@ class FakeArm:
         )
         self.publishing = True
         self.commands: list[tuple[float, np.ndarray]] = []
+        self.trajectories: list[tuple[float, JointTrajectory]] = []
         self._t0 = time.monotonic()
         self._js_pub = self.node.create_publisher(JointState, "/joint_states", 10)
         self._goal_pub = self.node.create_publisher(PointStamped, GOAL_TOPIC, 10)
         self._goal = PointStamped()
         self._goal.point.x, self._goal.point.y, self._goal.point.z = 0.5, 0.1, 0.3
         self.node.create_subscription(Float64MultiArray, COMMAND_TOPIC, self._on_command, 10)
+        self.node.create_subscription(
+            JointTrajectory,
+            "/joint_trajectory_controller/joint_trajectory",
+            lambda m: self.trajectories.append((time.monotonic(), m)),
+            10,
+        )
         self.node.create_timer(1.0 / rate, self._tick)
         self.enable_client = self.node.create_client(SetBool, "/policy_bridge/enable")
         self.state_client = self.node.create_client(GetState, "/policy_bridge/get_state")
@@ -282,3 +290,25 @@ def test_refuses_to_activate_and_says_why(
     finally:
         dds.stop_node(proc)
         arm.close()
+
+
+@pytest.mark.parametrize("bridge", [("-p", "output:=trajectory")], indirect=True)
+def test_trajectory_output_names_the_joints(arm, bridge, tmp_path):
+    arm.names = list(reversed(arm.names))  # the bridge must not care about the order
+    forward = arm.position
+    arm.position = lambda t: forward(t)[::-1]
+    assert arm.wait_active(), _log(tmp_path)
+    assert arm.enable().success
+    t = time.monotonic()
+    arm.spin(1.5)
+    trajs = [m for tc, m in arm.trajectories if tc >= t + 0.3]
+    assert len(trajs) >= 20, _log(tmp_path)
+    assert arm.commands == [], "output: trajectory must not publish forward commands"
+    for m in trajs:
+        assert list(m.joint_names) == list(PANDA_JOINT_NAMES)
+        assert len(m.points) == 1
+        tfs = m.points[0].time_from_start
+        assert tfs.sec == 0 and tfs.nanosec == 40_000_000  # one control period
+        q = np.array(m.points[0].positions)
+        # Targets stay near the (by-name) measured joints: joint 4 near -2.36, not a finger.
+        assert np.all(np.abs(q - policy_io.PANDA_HOME) < 0.5), q
