@@ -1,0 +1,221 @@
+"""Robustness sweeps and the held-out dynamics set, on the real MuJoCo env with real policies
+(the scripted controller and a tiny PPO policy trained and exported here)."""
+
+import csv
+import glob
+import os
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import yaml
+
+import manip_rl  # noqa: F401
+from manip_rl import robustness as rb
+from manip_rl.adr import set_env_randomization
+from manip_rl.cli import main as cli_main
+from manip_rl.envs.randomization import CONFIG_DIR, load_config
+
+TASKS = ("reach", "push", "pick_place")
+
+
+# ------------------------------------------------------------------------------------ shifts
+def test_a_shift_sets_its_quantity_in_the_real_model_and_leaves_the_rest_nominal():
+    env = gym.make("manip_rl/PandaPush-v0")
+    base = env.unwrapped
+    m, ids = base.model, base.ids
+    mass, damping = m.body_mass.copy(), m.dof_damping.copy()
+    friction, gain = m.geom_friction.copy(), m.actuator_gainprm.copy()
+
+    set_env_randomization(env, rb.shift_config("push", {"mass_scale": 2.0}))
+    _, info = env.reset(seed=0)
+    np.testing.assert_allclose(m.body_mass[ids.arm_bodies], 2 * mass[ids.arm_bodies])
+    assert m.body_mass[ids.object_body] == pytest.approx(2 * mass[ids.object_body])
+    np.testing.assert_array_equal(m.dof_damping, damping)
+    np.testing.assert_array_equal(m.geom_friction, friction)
+    assert info["randomization"]["action_latency"] == 0
+
+    set_env_randomization(env, rb.shift_config("push", {"actuator_gain_scale": 0.5,
+                                                        "action_latency": 3}))  # fmt: skip
+    _, info = env.reset(seed=0)
+    np.testing.assert_array_equal(m.body_mass, mass)  # the previous shift is undone
+    a = ids.arm_actuators
+    np.testing.assert_allclose(m.actuator_gainprm[a, 0], 0.5 * gain[a, 0])
+    assert info["randomization"]["action_latency"] == 3
+
+    noisy = rb.shift_config("push", {"observation_noise": 10})
+    default = load_config("default", "push")
+    assert noisy.observation_noise["object_pos"] == pytest.approx(
+        10 * default.observation_noise["object_pos"]
+    )
+    set_env_randomization(env, None)
+    env.reset(seed=0)
+    np.testing.assert_array_equal(m.body_mass, mass)
+    env.close()
+
+
+def test_bad_shifts_are_refused_with_the_quantity_named():
+    for shifts, match in (
+        ({"mass": 2.0}, "mass"),
+        ({"mass_scale": 0.0}, "mass_scale"),
+        ({"action_latency": 1.5}, "action_latency"),
+        ({"observation_noise": -1}, "observation_noise"),
+    ):
+        with pytest.raises(rb.RobustnessError, match=match):
+            rb.shift_config("push", shifts)
+    with pytest.raises(rb.RobustnessError, match="--quantities"):
+        rb.parse_quantities("mass_scale,wind", [])
+    with pytest.raises(rb.RobustnessError, match="numbers"):
+        rb.parse_quantities("mass_scale", ["mass_scale=1,heavy"])
+    assert rb.parse_quantities("mass_scale", ["action_latency=0,2"]) == {
+        "mass_scale": rb.QUANTITIES["mass_scale"].values,
+        "action_latency": (0.0, 2.0),
+    }
+
+
+# ------------------------------------------------------------------------------------ held out
+def _physics_bounds(cfg):
+    return {k: r.bounds() for k, r in cfg.physics.items()}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_the_heldout_set_lies_outside_every_default_training_range(task):
+    train = load_config("default", task)
+    train_physics = _physics_bounds(train)
+    sets = rb.heldout_sets(task)
+    assert {"heavy", "slippery", "damped", "weak_servos", "laggy", "combined"} <= set(sets)
+    for name, cfg in sets.items():
+        shifted = False
+        for key, (lo, hi) in _physics_bounds(cfg).items():
+            if key in train_physics:
+                t_lo, t_hi = train_physics[key]
+                assert hi < t_lo or lo > t_hi, f"{name}: {key} [{lo}, {hi}] overlaps training"
+                shifted = True
+        if cfg.action_latency[0] > train.action_latency[1]:
+            shifted = True
+        for sensor, std in cfg.observation_noise.items():
+            if std > train.observation_noise.get(sensor, 0.0):
+                shifted = True
+        assert shifted, f"held-out set {name} shifts nothing past the training defaults"
+
+
+def test_no_training_configuration_uses_the_heldout_set():
+    train_dir = os.path.join(os.path.dirname(CONFIG_DIR), "train")
+    files = glob.glob(os.path.join(train_dir, "*.yaml")) + glob.glob(
+        os.path.join(CONFIG_DIR, "*.yaml")
+    )
+    assert files
+    for f in files:
+        with open(f) as fh:
+            text = fh.read()
+        assert "heldout" not in text, f
+        yaml.safe_load(text)
+
+
+# ------------------------------------------------------------------------------------ sweeps
+def test_a_shift_that_breaks_the_physics_lowers_a_strong_policys_success():
+    actor = rb.ScriptedActor("manip_rl/PandaReach-v0")
+    quantities = {"actuator_gain_scale": (1.0, 0.05), "damping_scale": (30.0,)}
+    points = rb.sweep([actor], quantities, {}, episodes=8, progress=False)
+    by = {(p.quantity, p.value): p for p in points}
+    nominal = by[("nominal", "")]
+    assert nominal.success >= 0.85  # the scripted reach is strong in the nominal world
+    assert by[("actuator_gain_scale", 1.0)].successes == nominal.successes  # same seeds
+    # Servos at 5% stiffness cannot hold the arm up; 30x joint damping cannot move it in time.
+    assert by[("actuator_gain_scale", 0.05)].success <= 0.25
+    assert by[("damping_scale", 30.0)].success <= 0.25
+    assert by[("actuator_gain_scale", 0.05)].interval[1] < nominal.interval[0] + 0.3
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(tmp_path_factory):
+    """A PPO policy trained on Reach for 200 steps and exported: a real, if weak, policy file."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from manip_rl.export import export_policy
+
+    d = tmp_path_factory.mktemp("policy")
+    venv = VecNormalize(
+        make_vec_env(
+            "manip_rl/PandaReachDense-v0", n_envs=2, wrapper_class=gym.wrappers.FlattenObservation
+        )
+    )
+    model = PPO("MlpPolicy", venv, n_steps=50, batch_size=50, n_epochs=1, seed=0,
+                policy_kwargs={"net_arch": [16, 16]})  # fmt: skip
+    model.learn(200)
+    path = str(d / "tiny.pt")
+    export_policy(model, path, env_id="manip_rl/PandaReachDense-v0", vecnormalize=venv)
+    venv.close()
+    return path
+
+
+def test_the_cli_sweeps_several_policies_into_a_table_a_csv_and_a_png(tmp_path, tiny_policy):
+    out = tmp_path / "rob"
+    laggy = os.path.join(rb.HELDOUT_DIR, "laggy.yaml")
+    rc = cli_main(["robustness", tiny_policy, "scripted:manip_rl/PandaReach-v0",
+                   "--episodes", "3", "--quantities", "mass_scale,action_latency",
+                   "--values", "mass_scale=0.5,2", "--values", "action_latency=0,3",
+                   "--shift-sets", laggy, "--out", str(out), "--no-progress"])  # fmt: skip
+    assert rc == 0
+    with open(out / "robustness.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == rb.CSV_COLUMNS
+    # 2 policies x (nominal + 2 masses + 2 latencies + 1 shift set)
+    assert len(rows) == 12
+    assert {r["policy"] for r in rows} == {"tiny", "scripted:PandaReach-v0"}
+    for r in rows:
+        assert r["episodes"] == "3"
+        s, lo, hi = float(r["success"]), float(r["ci_low"]), float(r["ci_high"])
+        assert 0 <= lo <= s <= hi <= 1
+    sweep_rows = [(r["quantity"], r["value"]) for r in rows if r["policy"] == "tiny"]
+    assert sweep_rows == [("nominal", ""), ("mass_scale", "0.5"), ("mass_scale", "2.0"),
+                          ("action_latency", "0.0"), ("action_latency", "3.0"),
+                          ("laggy", "")]  # fmt: skip
+    md = (out / "robustness.md").read_text()
+    assert "| quantity | value | tiny | scripted:PandaReach-v0 |" in md
+    assert "| laggy |" in md and "| nominal |" in md
+    png = (out / "robustness.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(str(out / "robustness.png"))
+    assert img.shape[0] > 200 and img.shape[1] > 400
+    assert not list(tmp_path.glob("rob/.*tmp*"))  # written atomically, nothing left over
+
+
+def test_a_run_directory_and_its_exported_file_give_the_same_curve(tmp_path):
+    from manip_rl.export import export_policy
+    from manip_rl.policies import config as cfgmod
+    from manip_rl.policies import rundir
+    from manip_rl.policies.train import train
+
+    cfg = cfgmod.load_config("PandaReach", "ppo")
+    cfg.update(total_timesteps=200, n_envs=2, vec_env="dummy", checkpoint_freq=0, log_interval=1)
+    cfg["eval"] = {"freq": 0, "episodes": 1}
+    cfg["policy_kwargs"] = {"net_arch": [16, 16]}
+    cfg["hyperparams"].update(n_steps=50, batch_size=50, n_epochs=1)
+    cfg["randomization"] = cfgmod.randomization_dict(cfg)
+    run = str(tmp_path / "run")
+    os.makedirs(run)
+    rundir.write_config(run, cfg)
+    train(run, cfg, progress=False)
+    exported = str(tmp_path / "policy.pt")
+    export_policy(run, exported)
+    actors = [rb.load_actor(run, str(tmp_path)), rb.load_actor(exported, str(tmp_path))]
+    assert [a.label for a in actors] == ["run", "policy"]
+    points = rb.sweep(actors, {"friction_scale": (0.5,)}, {}, episodes=2, progress=False)
+    a, b = [[p.successes for p in points if p.policy == lbl] for lbl in ("run", "policy")]
+    assert a == b and len(a) == 2
+
+
+def test_bad_policies_are_refused_clearly(tmp_path):
+    with pytest.raises(SystemExit, match="neither a policy file"):
+        cli_main(["robustness", str(tmp_path / "nope.pt"), "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no such environment"):
+        cli_main(["robustness", "scripted:manip_rl/PandaFly-v0", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="different tasks"):
+        cli_main(["robustness", "scripted:manip_rl/PandaReach-v0",
+                  "scripted:manip_rl/PandaPush-v0", "--episodes", "1", "--quantities", "",
+                  "--shift-sets", "--out", str(tmp_path), "--no-progress"])  # fmt: skip
