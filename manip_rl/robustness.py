@@ -267,6 +267,12 @@ class Runner:
         import manip_rl  # noqa: F401
 
         self.actor = actor
+        if isinstance(actor, FileActor) and actor.policy.format == "torchscript":
+            import torch
+
+            # A batch of 8 observations through a small MLP: one thread is fastest, and more
+            # threads only contend with the physics on a busy machine.
+            torch.set_num_threads(1)
         self.envs = [
             gym.make(actor.env_id, action_mode=actor.action_mode) for _ in range(max(1, n_envs))
         ]
@@ -403,6 +409,7 @@ def plot(points: Sequence[Point], path: str, task: str | None = None) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     quantities = list(dict.fromkeys(p.quantity for p in points if p.kind == "sweep"))
     policies = list(dict.fromkeys(p.policy for p in points))
@@ -430,6 +437,9 @@ def plot(points: Sequence[Point], path: str, task: str | None = None) -> None:
         ax.axvline(spec.nominal, color="0.5", ls=":", lw=1)
         if spec.log_x:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ticks = sorted({float(p.value) for p in points if p.quantity == q})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.set_xlabel(spec.label)
         ax.set_ylim(-0.03, 1.03)
         ax.set_ylabel("success")
