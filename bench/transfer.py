@@ -179,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         actors = []
         for arm in ARMS:
-            a = robustness.load_actor(sources[arm], tmp)
+            # The final model of every run: "best" is picked on randomized success, which
+            # would favour the nominal-only run's most robust moment.
+            a = robustness.load_actor(sources[arm], tmp, which="final")
             a.label = arm
             actors.append(a)
         if not args.no_scripted:

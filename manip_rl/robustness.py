@@ -205,8 +205,9 @@ class ScriptedActor(Actor):
         return lambda obs: np.stack([c(o) for c, o in zip(ctrls, obs, strict=True)])
 
 
-def load_actor(spec: str, tmpdir: str) -> Actor:
-    """A policy file, a run directory (exported into ``tmpdir``), or ``scripted:ENV_ID``."""
+def load_actor(spec: str, tmpdir: str, which: str | None = None) -> Actor:
+    """A policy file, a run directory (its ``which`` model: best/final/latest, by default the
+    best, else final, else latest; exported into ``tmpdir``), or ``scripted:ENV_ID``."""
     from manip_rl.export import PolicyFileError, export_policy, load_policy
 
     if spec.startswith("scripted:"):
@@ -216,7 +217,7 @@ def load_actor(spec: str, tmpdir: str) -> Actor:
     if os.path.isdir(spec):
         path = os.path.join(tmpdir, f"{len(os.listdir(tmpdir))}_{label}.pt")
         try:
-            export_policy(spec, path)
+            export_policy(spec, path, which=which)
         except ValueError as e:
             raise RobustnessError(f"{spec}: cannot export the run's policy: {e}") from None
     elif not os.path.isfile(spec):
@@ -507,6 +508,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "shift (default: the held-out set, manip_rl/configs/heldout); "
         "give the flag alone for none",
     )
+    p.add_argument(
+        "--model",
+        choices=("auto", "best", "final", "latest"),
+        default="auto",
+        help="which model of a run directory (auto: best, else final, else latest)",
+    )
     p.add_argument("--out", default="robustness", help="output directory (default robustness/)")
     p.add_argument("--seed", type=int, default=2_000_000, help="seed of the first episode")
     p.add_argument("--n-envs", type=int, default=8, help="environments stepped together")
@@ -545,7 +552,8 @@ def run(args: argparse.Namespace) -> int:
         if args.episodes < 1:
             raise RobustnessError("--episodes must be at least 1")
         with tempfile.TemporaryDirectory() as tmp:
-            actors = [load_actor(p, tmp) for p in args.policies]
+            which = None if args.model == "auto" else args.model
+            actors = [load_actor(p, tmp, which) for p in args.policies]
             labels = [a.label for a in actors]
             for i, a in enumerate(actors):  # two files called policy.pt stay two lines
                 if labels.count(a.label) > 1:
