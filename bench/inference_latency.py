@@ -9,12 +9,14 @@ microseconds and each one's speed-up over SB3 ``predict``.
 
 Targets (issue 4): TorchScript p50 >= 6x faster than SB3 predict and p99 <= 100 us for a 2x256 MLP;
 ONNX Runtime p50 >= 15x faster than SB3 predict. The methods take turns in short blocks, so a
-burst of load on this shared machine hits all of them alike.
+burst of load on this shared machine hits all of them alike; the garbage collector is off while
+timing (as in timeit).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
@@ -70,6 +72,16 @@ def _measure(fns: dict, inputs: dict, rounds: int, block: int, warmup: int) -> d
         for i in range(warmup):
             fn(inputs[name][i % len(inputs[name])])
     clock = time.perf_counter_ns
+    gc.collect()
+    gc.disable()  # as timeit does: a collection pause is not the method's latency
+    try:
+        _rounds(fns, inputs, rounds, block, samples, clock)
+    finally:
+        gc.enable()
+    return {k: np.asarray(v, dtype=np.float64) / 1e3 for k, v in samples.items()}
+
+
+def _rounds(fns: dict, inputs: dict, rounds: int, block: int, samples: dict, clock) -> None:
     for r in range(rounds):
         for name, fn in fns.items():
             xs, out = inputs[name], samples[name]
@@ -79,7 +91,6 @@ def _measure(fns: dict, inputs: dict, rounds: int, block: int, warmup: int) -> d
                 t0 = clock()
                 fn(x)
                 out.append(clock() - t0)
-    return {k: np.asarray(v, dtype=np.float64) / 1e3 for k, v in samples.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

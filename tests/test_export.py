@@ -44,6 +44,9 @@ from manip_rl.export import (
 from manip_rl.policies import rundir
 from manip_rl.policies.algorithms import algorithm_class
 
+# The tests re-save files with torch.jit to tamper with them; torch 2.9+ warns on each call.
+pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit.*deprecated:DeprecationWarning")
+
 REACH = "manip_rl/PandaReachDense-v0"
 PUSH = "manip_rl/PandaPushDense-v0"
 ALGOS = ("ppo", "a2c", "trpo", "reinforce", "ppo_kl")
