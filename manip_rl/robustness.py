@@ -197,6 +197,10 @@ class ScriptedActor(Actor):
         env = gym.make(env_id)
         self.task = env.unwrapped.task
         env.close()
+        if self.task not in ("reach", "push"):
+            raise RobustnessError(
+                f"scripted:{env_id}: there is a scripted controller for Reach and Push only"
+            )
 
     def bind(self, envs: Sequence[Any]) -> Callable[[list[dict]], np.ndarray]:
         from manip_rl.envs.scripted import scripted_policy

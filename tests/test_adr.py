@@ -265,3 +265,35 @@ def test_settings_round_trip_through_their_dict_with_quantities_left_out():
     back = adr.AdrSettings.from_dict(json.loads(json.dumps(s.to_dict())), "push")
     assert back == s
     assert "friction" not in back.names and back.param("link_mass").step == 0.2
+
+
+def test_with_a_strong_controller_adr_widens_the_ranges_in_the_real_physics():
+    """The scripted Reach controller succeeds in most worlds, so ADR's ranges grow from the
+    nominal point; none passes its hard limit."""
+    from manip_rl.envs.scripted import scripted_policy
+
+    s = adr.AdrSettings.from_dict({"buffer_size": 3, "boundary_prob": 1.0}, "reach")
+    env = adr.AdrWrapper(gym.make("manip_rl/PandaReach-v0"), s, seed=1)
+    ctrl = scripted_policy(env)
+    state = adr.AdrState(s)
+    actions = []
+    for ep in range(3 * 3 * len(state.boundaries)):
+        obs, info = env.reset(seed=ep)
+        done = False
+        while not done:
+            obs, _, term, trunc, info = env.step(ctrl(obs))
+            done = term or trunc
+        boundary, value = info["adr_boundary"]
+        u = state.record(boundary, value, info["is_success"])
+        if u is not None:
+            actions.append(u.action)
+            if u.action != "keep":
+                env.adr_set_ranges(state.ranges)
+    env.close()
+    assert actions.count("widen") >= 10, actions
+    widened = [n for n, (lo, hi) in state.ranges.items() if (lo, hi) != (1.0, 1.0)]
+    assert len(widened) >= 4, state.ranges
+    for p in s.params:
+        lo, hi = state.ranges[p.name]
+        assert p.hard_low <= lo <= p.nominal <= hi <= p.hard_high
+    assert state.nats_per_dimension() > adr.AdrState(s).nats_per_dimension()
