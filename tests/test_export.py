@@ -575,3 +575,34 @@ def test_cli_verify_full_size(cloned_reach, tmp_path, capsys, fmt):
         ["export", run, "--out", str(out), "--format", fmt, "--verify", "--episodes", "100"]
     )
     assert code == 0, capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------ real runs
+@pytest.mark.parametrize("algo", ["trpo", "ppo_kl"])
+def test_export_verify_of_a_run_written_by_manip_rl_train(algo, tmp_path, capsys):
+    # The whole path: `manip-rl train`'s own run directory (config, best/final, VecNormalize),
+    # then `manip-rl export --verify`.
+    from manip_rl.policies import config as cfgmod
+    from manip_rl.policies.train import train
+
+    cfg = cfgmod.load_config("PandaReach", algo)
+    cfg.update(total_timesteps=128, n_envs=2, vec_env="dummy", checkpoint_freq=0)
+    cfg["eval"] = {"freq": 0, "episodes": 1}
+    cfg["policy_kwargs"] = {**cfg["policy_kwargs"], "net_arch": [32, 32]}
+    cfg["hyperparams"].update(n_steps=32)
+    if "batch_size" in cfg["hyperparams"]:
+        cfg["hyperparams"]["batch_size"] = 32
+    cfg["randomization"] = cfgmod.randomization_dict(cfg)
+    run = str(tmp_path / "run")
+    os.makedirs(run)
+    rundir.write_config(run, cfg)
+    train(run, cfg, progress=False)
+    out = tmp_path / "policy.pt"
+    code = cli_main(["export", run, "--out", str(out), "--verify", "--episodes", "4"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    md = load_policy(out).metadata
+    assert md["provenance"]["algorithm"] == algo
+    assert md["provenance"]["randomization"] == cfg["randomization"]
+    assert md["normalization"]["enabled"] is True
+    assert "closed loop PASS" in text and "randomization: run" in text
