@@ -8,7 +8,7 @@ The file (``policy.pt``) is a TorchScript module::
 taking the flat observation ``policy_io.flatten_observation(obs)`` (achieved_goal | desired_goal |
 observation) and returning the deterministic action in [-1, 1], with the VecNormalize observation
 normalization and clipping baked in. The TorchScript extra file ``manip_rl.json`` holds the
-metadata (schema version 1, see :func:`build_metadata` and ``docs/export.md``), including
+metadata (schema version 1, see :func:`build_export` and ``docs/export.md``), including
 ``weights_sha256`` (:func:`weights_sha256`), which :func:`load_policy` checks.
 
 Loading (:func:`load_policy`) needs torch and numpy only: this module imports stable-baselines3,
@@ -312,8 +312,16 @@ def _parse_metadata(raw: bytes | str, path: str) -> dict:
     missing = [k for k in _REQUIRED_KEYS if k not in md]
     if missing:
         raise PolicyFileError(f"{path!r}: metadata lacks {', '.join(missing)}; export it again")
-    layout = policy_io.make_layout(md["task"], int(md["action"]["dim"]))
-    if layout.flat_dim != int(md["observation"]["dim"]):
+    try:
+        layout = policy_io.make_layout(md["task"], int(md["action"]["dim"]))
+        policy_io.ActionSpec.from_json(md["action"])
+        float(md["control_period_s"])
+        obs_dim = int(md["observation"]["dim"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise PolicyFileError(
+            f"{path!r}: metadata is malformed ({type(e).__name__}: {e}); export it again"
+        ) from None
+    if layout.flat_dim != obs_dim:
         raise PolicyFileError(
             f"{path!r}: metadata observation dim {md['observation']['dim']} does not match the "
             f"{md['task']} layout of this manip_rl ({layout.flat_dim}); export it again"
@@ -380,7 +388,7 @@ def source_from_run(run_or_path: Any, which: str | None = None) -> PolicySource:
     model = run.load_model(which)
     try:
         timesteps = int(run.model_meta(which)["timesteps"])
-    except Exception:
+    except (ValueError, KeyError):  # RunError is a ValueError: no meta.json for this model
         timesteps = int(getattr(model, "num_timesteps", 0))
     cfg = run.config
     env_kwargs = cfg.get("env_kwargs") or {}

@@ -606,3 +606,18 @@ def test_export_verify_of_a_run_written_by_manip_rl_train(algo, tmp_path, capsys
     assert md["provenance"]["randomization"] == cfg["randomization"]
     assert md["normalization"]["enabled"] is True
     assert "closed loop PASS" in text and "randomization: run" in text
+
+
+def test_refuses_malformed_metadata(tmp_path, ppo_file):
+    for label, edit in (
+        ("task", lambda md: md.update(task="juggle")),
+        ("action", lambda md: md["action"].pop("joint_scale_rad")),
+        ("period", lambda md: md.update(control_period_s="fast")),
+        ("missing", lambda md: md.pop("normalization")),
+    ):
+        md = _metadata(ppo_file)
+        edit(md)
+        path = str(tmp_path / f"{label}.pt")
+        _resave(ppo_file, path, json.dumps(md))
+        with pytest.raises(PolicyFileError, match="metadata"):
+            load_policy(path)
