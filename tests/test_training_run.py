@@ -144,3 +144,19 @@ def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):
     assert evals == sorted(set(evals)) and evals[0] == 300 and evals[-1] == total
     walls = [float(r["wall_s"]) for r in run.evaluations()]
     assert walls == sorted(walls), "wall-clock continues across the resume"
+
+
+def test_resume_refuses_changed_settings_and_missing_runs(tmp_path):
+    from manip_rl.cli import main
+
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["train", "--resume", str(tmp_path / "nope")])
+    path = str(tmp_path / "run")
+    os.makedirs(path)
+    rundir.write_config(path, tiny_config("ppo"))
+    with pytest.raises(SystemExit, match="--set cannot change it"):
+        main(["train", "--resume", path, "--set", "n_envs=4"])
+    with pytest.raises(SystemExit, match="no checkpoint to resume from"):
+        main(["train", "--resume", path])
+    with pytest.raises(SystemExit, match="already holds a run"):
+        main(["train", "--task", "PandaReach", "--run-dir", path])

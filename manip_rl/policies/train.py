@@ -114,6 +114,17 @@ def _adr_settings(args: argparse.Namespace, cfg: dict) -> dict | None:
 
 def resume(path: str, args: argparse.Namespace) -> int:
     r = rundir.load_run(path)
+    fixed = {
+        "--set": args.overrides, "--config": args.config, "--n-envs": args.n_envs,
+        "--seed": args.seed, "--randomization": args.randomization, "--vec-env": args.vec_env,
+    }  # fmt: skip
+    given = [flag for flag, v in fixed.items() if v]
+    if given:
+        raise SystemExit(
+            f"manip-rl train: --resume continues {path} with its own config.yaml; "
+            f"{', '.join(given)} cannot change it (only --timesteps can extend it). "
+            "Start a new run to train with other settings."
+        )
     cfg = dict(r.config)
     if args.timesteps:
         cfg["total_timesteps"] = args.timesteps
@@ -123,6 +134,9 @@ def resume(path: str, args: argparse.Namespace) -> int:
         raise SystemExit(
             f"manip-rl train: {path} has no checkpoint to resume from; start it afresh"
         )
+    if r.latest_checkpoint()["timesteps"] >= cfg["total_timesteps"]:
+        print(f"{path} is complete ({cfg['total_timesteps']} steps); extend it with --timesteps N")
+        return 0
     train(path, cfg, progress=not args.no_progress, resume_from=r.latest_checkpoint())
     return 0
 
