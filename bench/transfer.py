@@ -18,9 +18,9 @@ Figures (issue 6), each computed here from the runs this script trains or is giv
 
 Runs go to ``--runs-dir`` (default runs/transfer/<task>_<arm>); an interrupted training resumes
 and a finished one is reused, so the script can be run again after a kill. The report
-(``report.md``, ``transfer.json``, ``robustness.{csv,md,png}``) goes to ``--out``. On this shared
-machine every figure is preliminary; the numbers compare policies measured in the same run, on the
-same seeded episodes.
+(``report.md``, ``transfer.json``, ``robustness.{csv,md,png}``, ``adr_ranges.png``) goes to
+``--out``. On this shared machine every figure is preliminary; the numbers compare policies
+measured in the same run, on the same seeded episodes.
 """
 
 from __future__ import annotations
@@ -101,8 +101,9 @@ def train_arm(arm: str, args: argparse.Namespace) -> str:
         print(f"[{arm}] resuming {path}")
         cli_main(["train", "--resume", path, "--no-progress"])
         return path
+    rand = "none" if arm == "nominal" else "default"
     cmd = ["train", "--task", args.task, "--seed", str(args.seed), "--run-dir", path,
-           "--randomization", "none" if arm == "nominal" else "default", "--no-progress"]  # fmt: skip
+           "--randomization", rand, "--no-progress"]  # fmt: skip
     if args.timesteps:
         cmd += ["--timesteps", str(args.timesteps)]
     if arm == "adr":
@@ -259,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             - a["randomized"]["heldout_success"],
         }
         res["adr_ranges"] = adr_ranges
+        adr.plot_ranges(runs["adr"], os.path.join(args.out, "adr_ranges.png"))
     else:
         figures["adr_wider"] = {"value": None, "met": None,
                                 "note": "the ADR policy is not an ADR run directory"}  # fmt: skip
@@ -272,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                       json.dumps(res, indent=1, default=_json))  # fmt: skip
     atomic_write_text(os.path.join(args.out, "report.md"), report)
     print(report)
-    print(f"wrote {args.out}/report.md, transfer.json, robustness.csv/.md/.png")
+    print(f"wrote {args.out}/report.md, transfer.json, robustness.csv/.md/.png, adr_ranges.png")
     return 0
 
 

@@ -246,6 +246,10 @@ def test_training_with_adr_logs_saves_and_resumes_the_ranges(tmp_path):
     lo2, hi2 = final["ranges"]["link_mass"]
     assert lo <= lo2 <= 1.0 <= hi2 <= hi  # kept narrowing from where it was
 
+    png = tmp_path / "ranges.png"
+    adr.plot_ranges(run, str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
 
 def test_a_run_without_adr_has_no_adr_state(tmp_path):
     from manip_rl.policies import config as cfgmod
