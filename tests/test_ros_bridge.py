@@ -18,7 +18,8 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from lifecycle_msgs.srv import GetState  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 from std_srvs.srv import SetBool  # noqa: E402
@@ -151,9 +152,9 @@ class FakeArm:
         self.node.destroy_node()
 
 
-def start_bridge(policy: str, log_path, *params: str):
+def start_bridge(policy: str, log_path, *params: str, autostart: bool = True):
     args = [
-        "--policy", policy, "--autostart", "--ros-args",
+        "--policy", policy, "--ros-args", "-p", f"autostart:={str(autostart).lower()}",
         "-p", f"goal_topic:={GOAL_TOPIC}",
         "-p", f"state_timeout:={STATE_TIMEOUT}",
         *params,
@@ -312,3 +313,34 @@ def test_trajectory_output_names_the_joints(arm, bridge, tmp_path):
         q = np.array(m.points[0].positions)
         # Targets stay near the (by-name) measured joints: joint 4 near -2.36, not a finger.
         assert np.all(np.abs(q - policy_io.PANDA_HOME) < 0.5), q
+
+
+def test_lifecycle_transitions_driven_over_ros(arm, reach_policy, tmp_path):
+    """configure -> activate -> (enable: commands) -> deactivate (no commands) -> cleanup."""
+    proc = start_bridge(reach_policy, tmp_path / "bridge.log", autostart=False)
+    client = arm.node.create_client(ChangeState, "/policy_bridge/change_state")
+
+    def transition(tid: int) -> bool:
+        return arm.call(client, ChangeState.Request(transition=Transition(id=tid)), 30.0).success
+
+    try:
+        assert client.wait_for_service(timeout_sec=40.0), _log(tmp_path)
+        assert arm.lifecycle_state() == "unconfigured"
+        assert transition(Transition.TRANSITION_CONFIGURE), _log(tmp_path)
+        assert arm.lifecycle_state() == "inactive"
+        arm.spin(0.3)
+        assert transition(Transition.TRANSITION_ACTIVATE), _log(tmp_path)
+        assert arm.enable().success
+        t = time.monotonic()
+        arm.spin(1.0)
+        assert len(arm.commands_since(t)) >= 15
+        assert transition(Transition.TRANSITION_DEACTIVATE)
+        t_off = time.monotonic()
+        arm.spin(1.0)
+        assert arm.commands_since(t_off + 0.1) == [], "a deactivated bridge must not command"
+        assert not arm.enable().success
+        assert transition(Transition.TRANSITION_CLEANUP)
+        assert arm.lifecycle_state() == "unconfigured"
+        assert "cleaned up: policy released" in _log(tmp_path)
+    finally:
+        dds.stop_node(proc)

@@ -17,18 +17,34 @@ from manip_rl.ros_bridge import dds  # noqa: E402
 pytestmark = pytest.mark.ros
 
 
-def _trained_policy() -> str:
+def _trained_policy(tmp_path) -> str:
+    """The shipped PandaReach policy file; without one, a PandaReach run under runs/ exported
+    now (the same `manip-rl export` path a user takes)."""
     path = dds.default_policy_path()
-    if path is None:
-        pytest.skip(
-            "no shipped policy file (manip_rl/policies/pretrained/*.pt): train and export a "
-            "PandaReach policy to run this test"
+    if path is not None:
+        return str(path)
+    runs = sorted(
+        (p for p in (dds.REPO_ROOT / "runs").glob("*reach*") if (p / "config.yaml").exists()),
+        key=lambda p: p.stat().st_mtime,
+    )
+    for run in reversed(runs):
+        out = tmp_path / "reach.pt"
+        proc = subprocess.run(
+            [sys.executable, "-m", "manip_rl.cli", "export", str(run), "--out", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
-    return str(path)
+        if proc.returncode == 0:
+            return str(out)
+    pytest.skip(
+        "no shipped policy file (manip_rl/policies/pretrained/*.pt) and no PandaReach run under "
+        "runs/: train and export a PandaReach policy to run this test"
+    )
 
 
 def test_episode_solved_through_ros(tmp_path):
-    policy = _trained_policy()
+    policy = _trained_policy(tmp_path)
     out = tmp_path / "demo.json"
     proc = subprocess.run(
         [sys.executable, "-m", "manip_rl.cli", "demo", "--policy", policy, "--episodes", "3",

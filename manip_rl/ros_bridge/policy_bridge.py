@@ -193,7 +193,8 @@ class PolicyBridge(LifecycleNode):
             np.zeros(3) if self.runner.needs_object else None,
             np.array([1.0, 0, 0, 0]) if self.runner.needs_object else None,
         )
-        self.policy.act(np.zeros(self.policy.layout.flat_dim, dtype=np.float32))  # warm up
+        for _ in range(3):  # TorchScript's profiling executor optimizes on the first calls
+            self.policy.act(np.zeros(self.policy.obs_dim, dtype=np.float32))
 
         sensor_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
         self._subs = [

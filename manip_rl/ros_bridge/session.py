@@ -230,9 +230,7 @@ def summarize_stats(stats: dict) -> dict[str, float]:
 
     period = float(stats["control_period_s"])
     out: dict[str, float] = {"control_rate_hz": 1.0 / period}
-    periods = np.asarray(stats["period_s"])
-    # Periods across a disable/enable gap are not loop periods.
-    periods = periods[periods < 3 * period]
+    periods = np.asarray(stats["period_s"])  # the bridge starts afresh at each enable
     if len(periods):
         err = np.abs(periods - period) * 1e3
         out["loop_rate_hz"] = float(1.0 / periods.mean())

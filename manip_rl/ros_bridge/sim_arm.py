@@ -32,6 +32,7 @@ import mujoco
 import numpy as np
 import rclpy
 from geometry_msgs.msg import PointStamped, PoseStamped
+from rclpy.duration import Duration as RosDuration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -278,7 +279,9 @@ class SimArm(Node):
     def _publish_joint_state(self, t: float, sample) -> None:
         arm, fingers, obj = sample
         js = self._js
-        js.header.stamp = self.get_clock().now().to_msg()
+        # Stamped with the measurement time, as a robot's state interface does.
+        age = RosDuration(nanoseconds=int(max(0.0, time.perf_counter() - t) * 1e9))
+        js.header.stamp = (self.get_clock().now() - age).to_msg()
         js.position = [*arm[:7].tolist(), *fingers[:2].tolist()]
         js.velocity = [*arm[7:].tolist(), *fingers[2:].tolist()]
         self.joint_pub.publish(js)
