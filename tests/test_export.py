@@ -200,9 +200,11 @@ def test_parity_push_ee_delta_dict_with_partly_normalized_keys(tmp_path):
     assert md["normalization"]["normalized"] == [False] * 6 + [True] * (
         md["observation"]["dim"] - 6
     )
-    policy = load_policy(path)
-    report = check_parity(policy, source, n=10_000)
-    assert report["max_abs_diff"] <= PARITY_TOLERANCE, report
+    for file in (path, tmp_path / "push.onnx"):
+        if file.suffix == ".onnx":
+            export_policy(source, file, fmt="onnx")
+        report = check_parity(load_policy(file), source, n=10_000)
+        assert report["max_abs_diff"] <= PARITY_TOLERANCE, (file, report)
 
 
 def test_parity_gsde_squashed_output(tmp_path):
@@ -215,8 +217,10 @@ def test_parity_gsde_squashed_output(tmp_path):
     assert source.model.policy.squash_output
     path = tmp_path / "sde.pt"
     assert export_policy(source, path).metadata["provenance"]["squash_output"] is True
-    report = check_parity(load_policy(path), source, n=10_000)
-    assert report["max_abs_diff"] <= PARITY_TOLERANCE, report
+    export_policy(source, tmp_path / "sde.onnx", fmt="onnx")
+    for file in (path, tmp_path / "sde.onnx"):
+        report = check_parity(load_policy(file), source, n=10_000)
+        assert report["max_abs_diff"] <= PARITY_TOLERANCE, (file, report)
 
 
 # ------------------------------------------------------------------------------------ metadata
