@@ -15,6 +15,7 @@ Figures (issue 6), each computed here from the runs this script trains or is giv
     python bench/transfer.py            # hours on a quiet machine: 3 x the task's default budget
     python bench/transfer.py --quick    # a few minutes: tiny budgets, a smoke check of the chain
     python bench/transfer.py --nominal RUN --randomized RUN --adr RUN   # judge existing runs
+    python bench/transfer.py --adr-overhead   # ADR wrapper's env steps/s against the plain env
 
 Runs go to ``--runs-dir`` (default runs/transfer/<task>_<arm>); an interrupted training resumes
 and a finished one is reused, so the script can be run again after a kill. The report
@@ -82,6 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-scripted", action="store_true",
                    help="leave out the scripted controller (a reference line: it shows each "
                         "shift is still solvable by a controller that knows the task)")  # fmt: skip
+    p.add_argument(
+        "--adr-overhead",
+        action="store_true",
+        help="only measure the ADR wrapper's cost in env steps/s against the plain randomized "
+        "env (interleaved repeats in one process), then exit",
+    )
     p.add_argument(
         "--quick",
         action="store_true",
@@ -152,8 +159,49 @@ def log_widths(ranges: dict[str, list[float]], keys: list[str]) -> dict[str, flo
     return {k: math.log(ranges[k][1] / ranges[k][0]) for k in keys if k in ranges}
 
 
+def adr_overhead(task: str, steps: int = 3000, repeats: int = 5) -> dict:
+    """Env steps/s of the randomized env with and without :class:`adr.AdrWrapper` (ranges as wide
+    as the hand-set defaults, a boundary every other episode), median of interleaved repeats."""
+    import gymnasium as gym
+
+    import manip_rl  # noqa: F401
+
+    key = {"PandaPush": "push", "PandaReach": "reach"}[task]
+    base = load_config("default", key)
+    init = {k: list(r.bounds()) for k, r in base.physics.items() if k in adr.PHYSICS_PARAMS}
+    init.update(action_latency=[0, 1], observation_latency=[0, 1], observation_noise=[0, 1])
+    params = {k: {"init": v} for k, v in init.items()}
+    settings = adr.AdrSettings.from_dict({"params": params}, key)
+    env_id = f"manip_rl/{task}-v0"
+    plain = gym.make(env_id, randomization="default")
+    wrapped = adr.AdrWrapper(gym.make(env_id, randomization="default"), settings, base=base, seed=0)
+    envs = {"plain": plain, "adr": wrapped}
+    action = np.zeros(plain.action_space.shape, np.float32)
+    rates: dict[str, list[float]] = {k: [] for k in envs}
+    for _ in range(repeats):
+        for name, env in envs.items():
+            env.reset(seed=0)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                _, _, term, trunc, _ = env.step(action)
+                if term or trunc:
+                    env.reset()
+            rates[name].append(steps / (time.perf_counter() - t0))
+    med = {k: float(np.median(v)) for k, v in rates.items()}
+    return {"steps_per_s": med, "ratio_adr_over_plain": med["adr"] / med["plain"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.adr_overhead:
+        r = adr_overhead(args.task)
+        rates = r["steps_per_s"]
+        print(
+            f"{args.task} env steps/s: randomized {rates['plain']:.0f}, with ADR "
+            f"{rates['adr']:.0f}; ratio {r['ratio_adr_over_plain']:.3f} (median of 5 "
+            f"interleaved runs of 3000 steps; preliminary on a shared machine)"
+        )
+        return 0
     if args.quick:
         args.timesteps = args.timesteps or 2000
         args.episodes = min(args.episodes, 4)
