@@ -166,10 +166,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{'on' if vn is not None else 'off'}; batch 1, 1 thread, "
         f"{args.rounds}x{args.block} calls per method; torch {torch.__version__}"
     )
-    print(f"{'method':<30} {'p50 us':>9} {'p99 us':>9} {'p50 speed-up vs SB3 predict':>29}")
+    load = os.getloadavg()[0]
+    print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} (p99 needs an idle machine)")
+    print(
+        f"{'method':<30} {'p50 us':>9} {'p90 us':>9} {'p99 us':>9} "
+        f"{'p50 speed-up vs SB3 predict':>29}"
+    )
     for name, v in t.items():
-        p50, p99 = np.percentile(v, 50), np.percentile(v, 99)
-        print(f"{name:<30} {p50:9.1f} {p99:9.1f} {base / p50:28.1f}x")
+        p50, p90, p99 = np.percentile(v, [50, 90, 99])
+        print(f"{name:<30} {p50:9.1f} {p90:9.1f} {p99:9.1f} {base / p50:28.1f}x")
     ts50 = np.percentile(t["TorchScript file (act)"], 50)
     ts99 = np.percentile(t["TorchScript file (act)"], 99)
     ort50 = np.percentile(t["ONNX Runtime (act)"], 50)
