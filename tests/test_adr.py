@@ -260,6 +260,13 @@ def test_a_run_without_adr_has_no_adr_state(tmp_path):
         cli_main(["train", "--task", "PandaReach", "--dr", str(tmp_path / "missing.yaml"),
                   "--run-dir", str(tmp_path / "r"), "--timesteps", "100"])  # fmt: skip
     assert not os.path.exists(tmp_path / "r")
+    # A run keeps its kind on --resume: --dr cannot switch ADR on (or change its settings).
+    from manip_rl.policies import rundir
+
+    os.makedirs(tmp_path / "plain")
+    rundir.write_config(str(tmp_path / "plain"), cfg)
+    with pytest.raises(SystemExit, match="--dr"):
+        cli_main(["train", "--resume", str(tmp_path / "plain"), "--dr", "adr"])
 
 
 def test_settings_round_trip_through_their_dict_with_quantities_left_out():

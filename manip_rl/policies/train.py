@@ -117,6 +117,7 @@ def resume(path: str, args: argparse.Namespace) -> int:
     fixed = {
         "--set": args.overrides, "--config": args.config, "--n-envs": args.n_envs,
         "--seed": args.seed, "--randomization": args.randomization, "--vec-env": args.vec_env,
+        "--dr": getattr(args, "dr", None),  # an ADR run resumes as one (RUN/adr/settings.json)
     }  # fmt: skip
     given = [flag for flag, v in fixed.items() if v]
     if given:
