@@ -18,6 +18,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
@@ -87,6 +88,7 @@ class FakeArm:
         self.publishing = True
         self.commands: list[tuple[float, np.ndarray]] = []
         self.trajectories: list[tuple[float, JointTrajectory]] = []
+        self.diagnostics: list[dict[str, str]] = []
         self._t0 = time.monotonic()
         self._js_pub = self.node.create_publisher(JointState, "/joint_states", 10)
         self._goal_pub = self.node.create_publisher(PointStamped, GOAL_TOPIC, 10)
@@ -97,6 +99,14 @@ class FakeArm:
             JointTrajectory,
             "/joint_trajectory_controller/joint_trajectory",
             lambda m: self.trajectories.append((time.monotonic(), m)),
+            10,
+        )
+        self.node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda m: self.diagnostics.extend(
+                {kv.key: kv.value for kv in st.values} for st in m.status
+            ),
             10,
         )
         self.node.create_timer(1.0 / rate, self._tick)
@@ -194,6 +204,12 @@ def test_disabled_sends_nothing_then_commands_arrive_at_the_control_rate(arm, br
     assert len(stamps) >= 40, f"{len(stamps)} commands in 2.2 s at 25 Hz:\n{_log(tmp_path)}"
     assert abs(np.median(intervals) - 0.04) < 0.004, f"median period {np.median(intervals)}"
     assert all(np.isfinite(c).all() and c.shape == (7,) for c in arm.commands_since(t_enable))
+    # /diagnostics reports the loop: rate, latency, inference time, state age.
+    diag = [d for d in arm.diagnostics if d.get("enabled") == "True" and "loop_rate_hz" in d]
+    assert diag, f"no /diagnostics from an enabled bridge: {arm.diagnostics[-1:]}"
+    assert abs(float(diag[-1]["loop_rate_hz"]) - 25.0) < 2.5
+    for key in ("latency_p50_ms", "latency_p99_ms", "inference_p50_ms", "state_age_ms"):
+        assert float(diag[-1][key]) >= 0.0, key
     assert arm.enable(False).success
     t_off = time.monotonic()
     arm.spin(1.0)

@@ -78,7 +78,10 @@ class SimSession:
         )
         bridge_args = [
             "--policy", self.policy, "--params-file", self.params_file, "--autostart",
-            "--ros-args", "-p", f"stats_path:={self.stats_path}", *self.bridge_params,
+            "--ros-args", "-p", f"stats_path:={self.stats_path}",
+            # The sim's task topics, also where no parameter file is installed with the package.
+            "-p", "goal_topic:=/sim_arm/goal", "-p", "object_pose_topic:=/sim_arm/object_pose",
+            *self.bridge_params,
         ]  # fmt: skip
         self.procs["policy_bridge"] = dds.start_node(
             "serve", bridge_args, self.domain_id, self.workdir / "policy_bridge.log"
