@@ -38,6 +38,7 @@ from manip_rl.export import (
     export_policy,
     load_policy,
     parity_observations,
+    read_metadata,
     sb3_actions,
     weights_sha256,
 )
@@ -248,6 +249,7 @@ def test_metadata_describes_the_policy(ppo_flat, ppo_file):
     assert {"torch", "numpy", "stable-baselines3", "mujoco"} <= set(prov["packages"])
     assert prov["created_utc"].endswith("Z")
     assert len(md["weights_sha256"]) == 64
+    assert read_metadata(ppo_file) == md
     env.close()
 
 
