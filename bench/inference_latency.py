@@ -180,9 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     ort50 = np.percentile(t["ONNX Runtime (act)"], 50)
     print(
         f"targets: TorchScript >= 6x: {'met' if base / ts50 >= 6 else 'MISSED'} "
-        f"({base / ts50:.1f}x); TorchScript p99 <= 100 us: "
+        f"({base / ts50:.2f}x); TorchScript p99 <= 100 us: "
         f"{'met' if ts99 <= 100 else 'MISSED'} ({ts99:.0f} us); ONNX Runtime >= 15x: "
-        f"{'met' if base / ort50 >= 15 else 'MISSED'} ({base / ort50:.1f}x)"
+        f"{'met' if base / ort50 >= 15 else 'MISSED'} ({base / ort50:.2f}x)"
     )
     return 0
 
