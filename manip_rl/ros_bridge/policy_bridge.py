@@ -116,6 +116,7 @@ class PolicyBridge(LifecycleNode):
         self._object_quat: np.ndarray | None = None
         self._next_deadline: float | None = None
         self._last_publish: float | None = None
+        self._state_interval = 0.0  # s, running mean between valid joint states
         self._status = "inactive"
 
     def _reset_stats(self) -> None:
@@ -196,7 +197,8 @@ class PolicyBridge(LifecycleNode):
         for _ in range(3):  # TorchScript's profiling executor optimizes on the first calls
             self.policy.act(np.zeros(self.policy.obs_dim, dtype=np.float32))
 
-        sensor_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+        # Depth 1: a bridge that fell behind takes the newest state, never a backlog of old ones.
+        sensor_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
         self._subs = [
             self.create_subscription(
                 JointState, self._p("joint_states_topic"), self._on_joint_state, sensor_qos
@@ -344,6 +346,8 @@ class PolicyBridge(LifecycleNode):
             self.counters["rejected_nonfinite"] += 1
             self.get_logger().warning("joint state with NaN/inf ignored", throttle_duration_sec=2.0)
             return
+        if self._state_time is not None:  # running mean of the state interval (for _due)
+            self._state_interval += 0.05 * (now - self._state_time - self._state_interval)
         self._reading, self._state_time = reading, now
         if self._trigger_state and self._due(now):
             self._control_step(now)
@@ -386,8 +390,12 @@ class PolicyBridge(LifecycleNode):
 
     # ------------------------------------------------------------------ control loop
     def _due(self, now: float) -> bool:
-        # A state within a quarter period before the tick counts as on time (arrival jitter).
-        return self._next_deadline is None or now >= self._next_deadline - 0.25 * self.period
+        # A state up to half a state interval before the tick counts as on time (arrival
+        # jitter), so the step lands on the state nearest the tick, not on the one before it.
+        if self._next_deadline is None:
+            return True
+        tolerance = min(0.25 * self.period, 0.5 * self._state_interval)
+        return now >= self._next_deadline - tolerance
 
     def _on_timer(self) -> None:
         now = time.perf_counter()
