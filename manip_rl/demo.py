@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
+import tempfile
 import time
 
 from manip_rl.fileio import atomic_write_text
@@ -21,7 +23,8 @@ from manip_rl.fileio import atomic_write_text
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--policy",
-        help="policy file from `manip-rl export` (default: the shipped PandaReach policy)",
+        help="policy file from `manip-rl export`, or a run directory to export first "
+        "(default: the shipped PandaReach policy)",
     )
     p.add_argument("--episodes", type=int, default=10, help="episodes through ROS 2 (default 10)")
     p.add_argument(
@@ -67,9 +70,20 @@ def episode_steps(env_id: str) -> int:
     return int(spec.max_episode_steps)
 
 
-def resolve_policy(path: str | None) -> str:
+def resolve_policy(path: str | None, workdir: str) -> str:
+    """The policy file to serve: ``path`` (a policy file, or a run directory, exported here on
+    the fly) or the shipped PandaReach policy."""
+    import os
+
     from manip_rl.ros_bridge import dds
 
+    if path and os.path.isdir(path):
+        from manip_rl.export import export_policy
+
+        out = os.path.join(workdir, "policy.pt")
+        print(f"exporting run {path} -> {out}")
+        export_policy(path, out)
+        return out
     if path:
         return path
     shipped = dds.default_policy_path()
@@ -103,11 +117,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise SystemExit(f"manip-rl demo: --episodes must be >= 1, got {args.episodes}")
-    policy = resolve_policy(args.policy)
+    workdir = tempfile.mkdtemp(prefix="manip_rl_demo_")
     try:
+        policy = resolve_policy(args.policy, workdir)
         metadata = read_metadata(policy)
     except PolicyFileError as e:
+        shutil.rmtree(workdir, ignore_errors=True)
         raise SystemExit(f"manip-rl demo: {e}") from None
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     env_id, period = metadata["env_id"], float(metadata["control_period_s"])
     steps = episode_steps(env_id)
     print(
@@ -137,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         session.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
 
     wins = sum(results)
     lo, hi = wilson_interval(wins, len(results))
