@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(
             "manip-rl demo runs the policy over ROS 2 and needs rclpy: pip install -e .[ros]"
         ) from None
-    from manip_rl.export import PolicyFileError, read_metadata
+    from manip_rl.export import ExportError, PolicyFileError, read_metadata
     from manip_rl.ros_bridge.session import SessionError, SimSession, summarize_stats
 
     if args.episodes < 1:
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         policy = resolve_policy(args.policy, workdir)
         metadata = read_metadata(policy)
-    except PolicyFileError as e:
+    except (PolicyFileError, ExportError, FileNotFoundError, ValueError) as e:
         shutil.rmtree(workdir, ignore_errors=True)
         raise SystemExit(f"manip-rl demo: {e}") from None
     except BaseException:
