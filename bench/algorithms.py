@@ -43,11 +43,11 @@ def train_variant(task: str, name: str, seed: int, steps: int, out: str) -> str:
 
     algo, overrides = VARIANTS[name]
     cfg = cfgmod.load_config(task, algo)
-    evals = max(steps // 8, 1)
+    evals = max(steps // 6, 1)
     cfg = cfgmod.apply_overrides(
         cfg,
         [*overrides, f"seed={seed}", f"total_timesteps={steps}", f"eval.freq={evals}",
-         "eval.episodes=30", f"checkpoint_freq={steps}"],
+         "eval.episodes=20", f"checkpoint_freq={steps}"],
     )  # fmt: skip
     cfg["randomization"] = cfgmod.randomization_dict(cfg)
     cfgmod.validate(cfg)
