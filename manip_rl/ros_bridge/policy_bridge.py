@@ -430,8 +430,15 @@ class PolicyBridge(LifecycleNode):
             and state_age <= safety.config.state_timeout
             and self._inputs_ready()
         ):
-            step = runner.step(self._reading, self._goal, self._object_pos, self._object_quat)
-            targets, gripper = step.targets, step.gripper
+            try:
+                step = runner.step(self._reading, self._goal, self._object_pos, self._object_quat)
+            except Exception as e:  # a failing policy must not take the node down: hold
+                self.counters["policy_errors"] += 1
+                self.get_logger().error(
+                    f"policy step failed, holding: {e}", throttle_duration_sec=2.0
+                )
+            else:
+                targets, gripper = step.targets, step.gripper
         elif state_age is not None and state_age <= safety.config.state_timeout:
             self._status = "waiting for goal/object pose"
             self.counters["waiting_inputs"] += 1
