@@ -84,3 +84,29 @@ def test_parameter_files_only_set_declared_parameters(path: Path):
             default = declared[node][key]
             # ROS 2 parameters are typed: the file's value must have the declared type.
             assert type(value) is type(default), f"{path.name}: {node}.{key}={value!r} type"
+
+
+def test_cli_builds_the_ros_arguments_a_launch_file_would_pass(tmp_path):
+    pytest.importorskip("rclpy")
+    import argparse
+
+    from manip_rl.ros_bridge import policy_bridge
+
+    policy = tmp_path / "p.pt"
+    policy.write_bytes(b"x")
+    p = argparse.ArgumentParser()
+    policy_bridge.add_arguments(p)
+    # As robot.launch.py runs it, with the launch argument `policy` left empty.
+    args = p.parse_args(
+        ["--params-file", str(dds.ROBOT_PARAMS), "--ros-args", "-p", "policy:=", "-p", "x:=1"]
+    )
+    out = policy_bridge.ros_arguments(args, dds.SIM_PARAMS)
+    assert out == ["--ros-args", "--params-file", str(dds.ROBOT_PARAMS), "-p", "x:=1"]
+    args = p.parse_args(["--policy", str(policy), "--autostart"])
+    out = policy_bridge.ros_arguments(args, dds.SIM_PARAMS)
+    assert out == [
+        "--ros-args", "--params-file", str(dds.SIM_PARAMS),
+        "-p", f"policy:={policy.resolve()}", "-p", "autostart:=true",
+    ]  # fmt: skip
+    with pytest.raises(SystemExit, match="nope.yaml"):
+        policy_bridge.ros_arguments(p.parse_args(["--params-file", "nope.yaml"]), dds.SIM_PARAMS)
