@@ -15,6 +15,7 @@
 
     python bench/ros_loop.py --policy reach.pt            # everything (about 4 minutes)
     python bench/ros_loop.py --policy reach.pt --skip-success --seconds-500 10
+    python bench/ros_loop.py --rt-priority 20     # both nodes and the peer under SCHED_FIFO
 
 Figures on a shared, loaded machine are preliminary; the JSON written with ``--out`` keeps them.
 """
@@ -37,9 +38,11 @@ from manip_rl.ros_bridge import dds
 
 PEER_TIMER = textwrap.dedent(
     """
-    import json, sys, time
+    import json, os, sys, time
     import rclpy
-    rate, seconds = float(sys.argv[1]), float(sys.argv[2])
+    rate, seconds, rt = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+    if rt:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt))
     rclpy.init()
     node = rclpy.create_node("peer_timer")
     stamps = []
@@ -89,7 +92,9 @@ def in_process_success(policy: str, episodes: int, randomization: str, seed: int
     return wins / episodes
 
 
-def ros_success(policy: str, episodes: int, workdir: str) -> tuple[float, dict]:
+def ros_success(
+    policy: str, episodes: int, workdir: str, rt_priority: int = 0
+) -> tuple[float, dict]:
     from manip_rl.demo import episode_steps
     from manip_rl.export import read_metadata
     from manip_rl.ros_bridge.session import SimSession, summarize_stats
@@ -97,14 +102,16 @@ def ros_success(policy: str, episodes: int, workdir: str) -> tuple[float, dict]:
     md = read_metadata(policy)
     duration = episode_steps(md["env_id"]) * float(md["control_period_s"])
     wins = 0
-    session = SimSession(policy, env_id=md["env_id"], workdir=workdir)
+    session = SimSession(policy, env_id=md["env_id"], workdir=workdir, rt_priority=rt_priority)
     with session:
         for _ in range(episodes):
             wins += session.run_episode(duration)
     return wins / episodes, summarize_stats(session.bridge_stats())
 
 
-def ros_timing(policy: str, rate: float, seconds: float, workdir: str, trigger: str) -> dict:
+def ros_timing(
+    policy: str, rate: float, seconds: float, workdir: str, trigger: str, rt_priority: int = 0
+) -> dict:
     from manip_rl.export import read_metadata
     from manip_rl.ros_bridge.session import SimSession, summarize_stats
 
@@ -116,16 +123,17 @@ def ros_timing(policy: str, rate: float, seconds: float, workdir: str, trigger: 
         bridge_params=["-p", f"control_rate:={rate}", "-p", f"trigger:={trigger}"],
         sim_params=["-p", "joint_state_rate:=500.0"],
         workdir=os.path.join(workdir, f"{rate:g}hz_{trigger}"),
+        rt_priority=rt_priority,
     )
     with session:
         session.run_episode(seconds)
     return summarize_stats(session.bridge_stats())
 
 
-def peer_timer(rate: float, seconds: float) -> dict:
+def peer_timer(rate: float, seconds: float, rt_priority: int = 0) -> dict:
     env = dds.local_env(dds.domain_id_for(os.getpid() + 1))
     out = subprocess.run(
-        [sys.executable, "-c", PEER_TIMER, str(rate), str(seconds)],
+        [sys.executable, "-c", PEER_TIMER, str(rate), str(seconds), str(rt_priority)],
         env=env,
         capture_output=True,
         text=True,
@@ -155,18 +163,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds-500", type=float, default=60.0)
     ap.add_argument("--trigger", default="state", choices=("state", "timer"))
     ap.add_argument("--skip-success", action="store_true")
+    ap.add_argument(
+        "--rt-priority",
+        type=int,
+        default=0,
+        help="SCHED_FIFO priority for sim_arm, policy_bridge and the peer timer (0: off)",
+    )
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args(argv)
     policy = args.policy or dds.default_policy_path()
     if policy is None:
         raise SystemExit("no shipped policy file: pass --policy X.pt (from `manip-rl export`)")
     policy = str(policy)
-    results: dict = {"policy": policy, "trigger": args.trigger}
+    results: dict = {"policy": policy, "trigger": args.trigger, "rt_priority": args.rt_priority}
     with tempfile.TemporaryDirectory(prefix="ros_loop_") as work:
         if not args.skip_success:
             t = time.monotonic()
             inproc = in_process_success(policy, args.inproc_episodes, args.randomization, 10_000)
-            ros, loop = ros_success(policy, args.episodes, os.path.join(work, "success"))
+            ros, loop = ros_success(
+                policy, args.episodes, os.path.join(work, "success"), args.rt_priority
+            )
             results["success"] = {
                 "in_process": inproc,
                 "in_process_episodes": args.inproc_episodes,
@@ -181,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{ros:.1%} ({args.episodes} ep): {100 * (ros - inproc):+.1f} points"
             )
         for rate, seconds in ((100.0, args.seconds_100), (500.0, args.seconds_500)):
-            peer = peer_timer(rate, min(seconds, 20.0))
-            loop = ros_timing(policy, rate, seconds, work, args.trigger)
+            peer = peer_timer(rate, min(seconds, 20.0), args.rt_priority)
+            loop = ros_timing(policy, rate, seconds, work, args.trigger, args.rt_priority)
             ratio = loop.get("period_error_p99_ms", float("nan")) / peer["period_error_p99_ms"]
             results[f"{rate:g}hz"] = {"bridge": loop, "peer_timer": peer, "seconds": seconds,
                                       "p99_period_error_ratio_to_peer": ratio}  # fmt: skip

@@ -44,6 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME:=VALUE",
         help="override a sim_arm parameter, e.g. sensor_latency:=0.02 (repeatable)",
     )
+    p.add_argument(
+        "--rt-priority",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run both nodes under SCHED_FIFO priority N (needs the permission; default off)",
+    )
     p.add_argument("--json", help="also write the results to this JSON file")
 
 
@@ -142,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         params_file=args.params_file,
         bridge_params=_params(args.bridge_param, "--bridge-param"),
         sim_params=_params(args.sim_param, "--sim-param"),
+        rt_priority=args.rt_priority,
     )
     try:
         with session:

@@ -117,3 +117,32 @@ def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 99)) -> list
     if len(values) == 0:
         return [float("nan")] * len(qs)
     return [float(x) for x in np.percentile(np.asarray(values, dtype=np.float64), qs)]
+
+
+def set_realtime_priority(priority: int) -> str:
+    """Run this process under SCHED_FIFO at ``priority`` (1-99), as ros2_control's controller
+    manager runs its loop; call before ``rclpy.init`` so the DDS threads inherit it. Returns a
+    line for the log; without the permission (CAP_SYS_NICE or an rtprio limit) it says so and
+    the process keeps its normal scheduling."""
+    if priority <= 0:
+        return ""
+    if not 1 <= priority <= 99:
+        raise ValueError(f"--rt-priority must be 1..99 (SCHED_FIFO), got {priority}")
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (PermissionError, OSError, AttributeError) as e:
+        return (
+            f"real-time priority {priority} not granted ({e}); running with normal scheduling. "
+            "Allow it with `ulimit -r 99` / an rtprio entry in /etc/security/limits.conf"
+        )
+    return f"running under SCHED_FIFO priority {priority}"
+
+
+def add_rt_priority_argument(p) -> None:
+    p.add_argument(
+        "--rt-priority",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run under SCHED_FIFO real-time priority N (1-99; default 0: normal scheduling)",
+    )

@@ -35,6 +35,7 @@ class SimSession:
         domain_id: int | None = None,
         workdir: str | os.PathLike | None = None,
         startup_timeout: float = 90.0,
+        rt_priority: int = 0,
     ) -> None:
         self.policy = str(Path(policy).resolve())
         self.env_id = env_id
@@ -47,6 +48,7 @@ class SimSession:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.stats_path = self.workdir / "bridge_stats.json"
         self.startup_timeout = startup_timeout
+        self.rt_priority = rt_priority
         self.procs: dict[str, object] = {}
         self.success: bool | None = None
         self._context = None
@@ -70,14 +72,15 @@ class SimSession:
     def _start(self) -> None:
         import rclpy
 
-        sim_args = ["--params-file", self.params_file, "--ros-args", *self.sim_params]
+        rt = ["--rt-priority", str(self.rt_priority)] if self.rt_priority else []
+        sim_args = [*rt, "--params-file", self.params_file, "--ros-args", *self.sim_params]
         if self.env_id:
             sim_args += ["-p", f"env_id:={self.env_id}"]
         self.procs["sim_arm"] = dds.start_node(
             "sim-arm", sim_args, self.domain_id, self.workdir / "sim_arm.log"
         )
         bridge_args = [
-            "--policy", self.policy, "--params-file", self.params_file, "--autostart",
+            *rt, "--policy", self.policy, "--params-file", self.params_file, "--autostart",
             "--ros-args", "-p", f"stats_path:={self.stats_path}",
             # The sim's task topics, also where no parameter file is installed with the package.
             "-p", "goal_topic:=/sim_arm/goal", "-p", "object_pose_topic:=/sim_arm/object_pose",

@@ -319,6 +319,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--params-file",
         help=f"ROS 2 parameter YAML (default: {dds.SIM_PARAMS.relative_to(dds.REPO_ROOT)})",
     )
+    dds.add_rt_priority_argument(p)
     p.add_argument(
         "--ros-args",
         dest="ros_args",
@@ -334,10 +335,13 @@ def run(args: argparse.Namespace) -> int:
     ros_args = ros_arguments(args, dds.SIM_PARAMS)
     if args.env_id:
         ros_args += ["-p", f"env_id:={args.env_id}"]
+    rt_message = dds.set_realtime_priority(args.rt_priority)
     rclpy.init(args=["manip-rl-sim-arm", *ros_args])
     node = None
     try:
         node = SimArm()
+        if rt_message:
+            node.get_logger().info(rt_message)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
