@@ -4,11 +4,11 @@ import os
 
 import imageio.v2 as imageio
 import pytest
+from training_helpers import tiny_config
 
 from manip_rl.cli import main
 from manip_rl.policies import rundir
 from manip_rl.policies.train import train
-from tests.test_training_run import tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -11,30 +11,12 @@ import time
 
 import numpy as np
 import pytest
+from training_helpers import tiny_config
 
 from manip_rl.policies import config as cfgmod
 from manip_rl.policies import rundir
 from manip_rl.policies.algorithms import ALGORITHMS, algorithm_class
 from manip_rl.policies.train import train
-
-
-def tiny_config(algo: str, steps: int = 400, **over) -> dict:
-    cfg = cfgmod.load_config("PandaReach", algo)
-    cfg.update(
-        total_timesteps=steps, n_envs=2, vec_env="dummy", checkpoint_freq=200, log_interval=1
-    )
-    cfg["eval"] = {"freq": 200, "episodes": 2}
-    cfg["policy_kwargs"] = {"net_arch": [16, 16], "activation_fn": "tanh"}
-    hp = cfg["hyperparams"]
-    hp["n_steps"] = 50
-    if "batch_size" in hp:
-        hp["batch_size"] = 50
-    if "n_epochs" in hp:
-        hp["n_epochs"] = 2
-    cfg.update(over)
-    cfg["randomization"] = cfgmod.randomization_dict(cfg)
-    cfgmod.validate(cfg)
-    return cfg
 
 
 @pytest.mark.parametrize("algo", ALGORITHMS)
