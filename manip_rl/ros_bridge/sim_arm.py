@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import time
 
 import mujoco
@@ -112,6 +113,8 @@ class SimArm(Node):
         self._names = list(PANDA_JOINT_NAMES) + list(PANDA_FINGER_JOINT_NAMES)
         self._js = JointState(name=self._names)
         self.reset_episode(seed=self.seed)
+        gc.collect()  # keep full collections over the loaded modules out of the 2 ms loop
+        gc.freeze()
         self.create_timer(1.0 / float(p["joint_state_rate"]), self._on_tick)
         self.create_timer(1.0 / float(p["object_rate"]), self._publish_task)
         self.get_logger().info(
