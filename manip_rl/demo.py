@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import tempfile
 import time
 
 from manip_rl.fileio import atomic_write_text
+from manip_rl.stats import wilson_interval
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,17 +52,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="run both nodes under SCHED_FIFO priority N (needs the permission; default off)",
     )
     p.add_argument("--json", help="also write the results to this JSON file")
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def episode_steps(env_id: str) -> int:

@@ -39,6 +39,7 @@ from torch import nn
 
 from manip_rl import policy_io
 from manip_rl.fileio import atomic_path
+from manip_rl.stats import wilson_interval
 
 SCHEMA_VERSION: Final = 1
 METADATA_FILE: Final = "manip_rl.json"  # TorchScript extra file / ONNX metadata_props key
@@ -865,17 +866,6 @@ def check_parity(
         "in_range": bool(np.all((got >= -1.0) & (got <= 1.0))),
         "ok": bool(max_diff <= PARITY_TOLERANCE and np.all(np.abs(got) <= 1.0)),
     }
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def check_closed_loop(

@@ -38,8 +38,8 @@ from manip_rl.envs.randomization import (
     Range,
     load_config,
 )
-from manip_rl.envs.rollout import wilson_interval
 from manip_rl.fileio import atomic_path, atomic_write_text
+from manip_rl.stats import wilson_interval
 
 HELDOUT_DIR = os.path.join(os.path.dirname(__file__), "configs", "heldout")
 NOMINAL = "nominal"

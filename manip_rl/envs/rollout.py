@@ -4,7 +4,6 @@ success rate and write a video."""
 from __future__ import annotations
 
 import argparse
-import math
 
 import gymnasium as gym
 from tqdm import tqdm
@@ -12,6 +11,7 @@ from tqdm import tqdm
 from manip_rl.envs import env_ids
 from manip_rl.envs.scripted import scripted_policy
 from manip_rl.media import write_video
+from manip_rl.stats import wilson_interval
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,17 +33,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--video-episodes", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate (sound at 0% and 100%, unlike the normal one)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def run(args: argparse.Namespace) -> int:
