@@ -3,7 +3,7 @@
 Prints, for each scene: the raw ``mj_step`` rate (replaying the controls the env applied, so the
 physics sees the same motions and contacts), env steps/s with randomization off and on, in one
 process and in two, and FetchPush-v4 measured the same way. Both simulate 40 ms per env step
-(FetchPush: 20 x 2 ms; manip_rl: 12 x 3.33 ms), so steps/s compare at equal simulated time.
+(FetchPush: 20 x 2 ms; manip_rl: 14 x 2.86 ms), so steps/s compare at equal simulated time.
 
 Each figure is the median of interleaved repeats (the machine is shared and noisy).
 

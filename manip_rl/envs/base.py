@@ -151,10 +151,15 @@ class PandaEnv(gym.Env):
                 f"takes {self.action_space.shape}"
             )
         a = policy_io.sanitize_action(a)
-        applied = a
-        if self._action_noise > 0:
-            noise = self._action_noise * self._rng.standard_normal(a.shape[0])
-            applied = np.minimum(np.maximum(a + noise, -1.0), 1.0)
+        applied, sensor_noise = a, None
+        if self._noise_vec is not None:
+            # One draw per step for the action noise and the sensor noise after the physics.
+            z = self._rng.standard_normal(a.shape[0] + _N_SENSE)
+            sensor_noise = z[a.shape[0] :]
+            if self._action_noise > 0:
+                applied = np.minimum(
+                    np.maximum(a + self._action_noise * z[: a.shape[0]], -1.0), 1.0
+                )
         # Targets are computed from the joint positions the policy observed, as on the robot.
         jac = self._ee_jacobian() if self.action_spec.mode == policy_io.EE_DELTA else None
         self._command_queue.append(
@@ -173,7 +178,7 @@ class PandaEnv(gym.Env):
         mujoco.mj_kinematics(self.model, d)
 
         self._prev_action = a
-        self._sensor_history.append(self._measure())
+        self._sensor_history.append(self._measure(sensor_noise))
         obs = self._observation()
         terms = self._goal_free_reward_terms(obs)
         diff = obs["achieved_goal"] - obs["desired_goal"]
@@ -226,7 +231,7 @@ class PandaEnv(gym.Env):
             self._renderer = None
 
     # ----------------------------------------------------------------- sensing
-    def _measure(self) -> np.ndarray:
+    def _measure(self, noise: np.ndarray | None = None) -> np.ndarray:
         """What the robot's sensors read now (policy_io.SENSOR_FIELDS order): the true state plus
         per-step noise and this episode's bias."""
         d, ids = self.data, self.ids
@@ -241,7 +246,9 @@ class PandaEnv(gym.Env):
             )
         )
         if self._noise_vec is not None:
-            v += self._noise_vec * self._rng.standard_normal(_N_SENSE) + self._bias_vec
+            if noise is None:
+                noise = self._rng.standard_normal(_N_SENSE)
+            v += self._noise_vec * noise + self._bias_vec
         return v
 
     def _observation(self) -> dict[str, np.ndarray]:
