@@ -1,13 +1,14 @@
 """Environment throughput against gymnasium-robotics FetchPush-v4, measured in one run.
 
-Prints, for each scene: the raw ``mj_step`` rate (replaying the controls the env applied, so the
+Prints, for each scene (the three manip_rl tasks and FetchPush-v4): the raw ``mj_step`` rate (replaying the controls the env applied, so the
 physics sees the same motions and contacts), env steps/s with randomization off and on, in one
 process and in two, and FetchPush-v4 measured the same way. Both simulate 40 ms per env step
-(FetchPush: 20 x 2 ms; manip_rl: 14 x 2.86 ms), so steps/s compare at equal simulated time.
+(FetchPush: 20 x 2 ms; manip_rl: 15 x 2.67 ms), so steps/s compare at equal simulated time.
 
-Each figure is the median of interleaved repeats (the machine is shared and noisy).
+Rates are medians of interleaved repeats; each target ratio is the median of the ratios within
+each repeat, whose two rates were measured back to back (the machine is shared and noisy).
 
-    python bench/env_throughput.py              # about 2 minutes
+    python bench/env_throughput.py              # about 3 minutes
     python bench/env_throughput.py --components # also: cost of each randomized quantity
 """
 
@@ -126,10 +127,6 @@ def two_process_rate(env_id: str, randomization: object | None, seconds: float) 
     return sum(rates)
 
 
-def median_of(repeats: int, fn, *args) -> float:
-    return statistics.median(fn(*args) for _ in range(repeats))
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=3.0, help="per measurement")
@@ -142,16 +139,18 @@ def main() -> None:
     ours, fetch = f"manip_rl/{args.task}-v0", "FetchPush-v4"
     print(f"cpu cores: {os.cpu_count()}  mujoco {mujoco.__version__}  numpy {np.__version__}")
 
-    rows: dict[str, list[float]] = {k: [] for k in ("fetch", "off", "on", "raw_ours", "raw_fetch")}
+    keys = ("fetch", "off", "on", "raw_ours", "raw_fetch", "two_on", "two_fetch")
+    rows: dict[str, list[float]] = {k: [] for k in keys}
     for r in range(args.repeats):  # interleaved, so drifting machine load hits all alike
         rows["fetch"].append(env_rate(fetch, None, args.seconds, r))
         rows["off"].append(env_rate(ours, None, args.seconds, r))
         rows["on"].append(env_rate(ours, "default", args.seconds, r))
         rows["raw_ours"].append(raw_rate(ours, args.seconds, r)[0])
         rows["raw_fetch"].append(raw_rate(fetch, args.seconds, r)[0])
+        rows["two_on"].append(two_process_rate(ours, "default", args.seconds))
+        rows["two_fetch"].append(two_process_rate(fetch, None, args.seconds))
     med = {k: statistics.median(v) for k, v in rows.items()}
-    two_on = median_of(max(1, args.repeats - 1), two_process_rate, ours, "default", args.seconds)
-    two_fetch = two_process_rate(fetch, None, args.seconds)
+    two_on, two_fetch = med["two_on"], med["two_fetch"]
     _, sub_ours = raw_rate(ours, 0.1)
     _, sub_fetch = raw_rate(fetch, 0.1)
 
@@ -170,11 +169,21 @@ def main() -> None:
     print(f"{ours + ' env, randomization on':44s}{med['on']:12.0f}")
     print(f"{ours + ' env, randomization on, 2 processes':44s}{two_on:12.0f}")
 
+    print("\nraw mj_step rate of each manip_rl scene (replaying its env's controls):")
+    for task in ("PandaReach", "PandaPush", "PandaPickPlace"):
+        rate, sub = raw_rate(f"manip_rl/{task}-v0", args.seconds)
+        print(f"  {task:16s} {rate * sub:10,.0f} mj_step/s  = {rate:7,.0f} env steps/s bound")
+
+    # Each ratio is the median of the ratios within each repeat: the two rates it compares were
+    # measured back to back, so load that drifts between repeats cancels out.
+    def paired(num: str, den: str) -> float:
+        return statistics.median(a / b for a, b in zip(rows[num], rows[den], strict=True))
+
     ratios = {
-        "vs_fetch": med["on"] / med["fetch"],
-        "overhead": med["off"] / med["raw_ours"],
-        "randomization_cost": 1 - med["on"] / med["off"],
-        "two_process": two_on / med["on"],
+        "vs_fetch": paired("on", "fetch"),
+        "overhead": paired("off", "raw_ours"),
+        "randomization_cost": 1 - paired("on", "off"),
+        "two_process": paired("two_on", "on"),
     }
     print(f"\ncontrol period: 40 ms for both ({fetch}: {sub_fetch} substeps, {ours}: {sub_ours})")
     labels = {

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -366,7 +367,9 @@ def sanitized_action_to_joint_targets(
 
 def sanitize_action(action: np.ndarray) -> np.ndarray:
     """Non-finite entries become 0 (hold), the rest is clipped to [-1, 1]."""
-    if not np.isfinite(action).all():
+    # One reduction tells whether any entry is NaN or infinite (a sum of finite float64 values
+    # that overflows also lands here, and is then handled exactly).
+    if not math.isfinite(action.sum()):
         action = np.where(np.isfinite(action), action, 0.0)
     return np.minimum(np.maximum(action, -1.0), 1.0)
 

@@ -81,6 +81,8 @@ class PandaEnv(gym.Env):
             }
         )
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.action_spec.dim,), np.float32)
+        self._action_shape = self.action_space.shape
+        self._ee_mode = self.action_spec.mode == policy_io.EE_DELTA
 
         self.goal = np.zeros(3)
         self._prev_action = np.zeros(self.action_spec.dim)
@@ -145,7 +147,7 @@ class PandaEnv(gym.Env):
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
         a = np.asarray(action, dtype=np.float64)
-        if a.shape != self.action_space.shape:
+        if a.shape != self._action_shape:
             raise ValueError(
                 f"action has shape {a.shape}; {self.spec.id if self.spec else self.task} "
                 f"takes {self.action_space.shape}"
@@ -161,7 +163,7 @@ class PandaEnv(gym.Env):
                     np.maximum(a + self._action_noise * z[: a.shape[0]], -1.0), 1.0
                 )
         # Targets are computed from the joint positions the policy observed, as on the robot.
-        jac = self._ee_jacobian() if self.action_spec.mode == policy_io.EE_DELTA else None
+        jac = self._ee_jacobian() if self._ee_mode else None
         self._command_queue.append(
             policy_io.sanitized_action_to_joint_targets(
                 self.action_spec, applied, self._observed[_JOINT_POS], jac

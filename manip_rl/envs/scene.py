@@ -1,8 +1,8 @@
 """The Panda tabletop scene: the Franka model from the installed gymnasium-robotics package, a table,
 an optional cube and a goal marker, compiled with MuJoCo and resolved into ids by name.
 
-One env step simulates 40 ms, as FetchPush-v4 does (a 25 Hz control period), in 14 substeps of
-2.86 ms where Fetch takes 20 of 2 ms. Fourteen balances the two speed goals of bench/env_throughput.py:
+One env step simulates 40 ms, as FetchPush-v4 does (a 25 Hz control period), in 15 substeps of
+2.67 ms where Fetch takes 20 of 2 ms. Fifteen balances the two speed goals of bench/env_throughput.py:
 fewer substeps make each env step cheaper, while more of them keep Python's fixed cost per step a
 small share next to the physics. Model choices for speed (DESIGN.md, "Physics budget"): the ``implicitfast`` integrator,
 arm links that cannot touch each other filtered out of collision detection, and the base links
@@ -29,8 +29,8 @@ import mujoco
 import numpy as np
 
 CONTROL_PERIOD = 0.04  # s (25 Hz), the simulated time per env step of FetchPush-v4 and panda-gym
-SUBSTEPS = 14  # physics steps per control step
-TIMESTEP = CONTROL_PERIOD / SUBSTEPS  # 2.86 ms; implicitfast is stable here (solref >= 2 dt)
+SUBSTEPS = 15  # physics steps per control step
+TIMESTEP = CONTROL_PERIOD / SUBSTEPS  # 2.67 ms; implicitfast is stable here (solref >= 2 dt)
 ARM_DAMPING = (40.0, 40.0, 40.0, 40.0, 4.0, 4.0, 4.0)  # N m s/rad
 ARM_ARMATURE = 0.1  # kg m^2, reflected rotor inertia (order of the Panda's, Gaz et al. 2019)
 CUBE_HALF_SIZE = 0.025  # m, FetchPush's 5 cm block
