@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from manip_rl.envs.scene import SceneIds
+from manip_rl.policy_io import SENSOR_FIELDS
 
 DISTRIBUTIONS = ("uniform", "loguniform", "normal")
 OPERATIONS = ("scale", "add", "set")
@@ -56,7 +57,7 @@ _NON_NEGATIVE = {
     "actuator_gain",
     "object_size",
 }
-SENSOR_KEYS = ("joint_pos", "joint_vel", "ee_pos", "gripper_opening", "object_pos", "object_quat")
+SENSOR_KEYS = tuple(name for name, _ in SENSOR_FIELDS)  # the sensors policy_io defines
 TOP_KEYS = (
     "physics",
     "observation_noise",
@@ -300,14 +301,7 @@ class Sample:
         }
 
 
-_SENSOR_SIZES = {
-    "joint_pos": 7,
-    "joint_vel": 7,
-    "ee_pos": 3,
-    "gripper_opening": 1,
-    "object_pos": 3,
-    "object_quat": 4,
-}
+_SENSOR_SIZES = dict(SENSOR_FIELDS)
 
 
 class DomainRandomizer:
