@@ -135,6 +135,10 @@ class ActionSpec:
     upper: np.ndarray
     home: np.ndarray
     gripper: bool
+    # ee_delta: the lowest TCP height commanded, m in the base frame (None: no floor). A
+    # displacement that would take the TCP lower is cut at this height, so a policy pressing
+    # down rests the fingertips just above the table instead of dragging them across it.
+    ee_z_min: float | None = None
 
     @property
     def dim(self) -> int:
@@ -153,6 +157,7 @@ class ActionSpec:
             "home": self.home.tolist(),
             "gripper": self.gripper,
             "gripper_max_opening_m": GRIPPER_MAX_OPENING,
+            "ee_z_min_m": self.ee_z_min,
             "dim": self.dim,
         }
 
@@ -167,7 +172,14 @@ class ActionSpec:
             upper=np.asarray(d["upper"], dtype=np.float64),
             home=np.asarray(d["home"], dtype=np.float64),
             gripper=bool(d["gripper"]),
+            ee_z_min=None if d.get("ee_z_min_m") is None else float(d["ee_z_min_m"]),
         )
+
+
+# The tabletop's TCP floor: the table top is z = 0 in the base frame and the fingertips are
+# about 5.3 cm below the TCP, so they stop about 1 cm above the table, low enough to push and
+# grasp a 5 cm cube. A robot whose table sits elsewhere needs its own value in the action spec.
+EE_Z_MIN = 0.065  # m
 
 
 def make_action_spec(mode: str = JOINT_DELTA, gripper: bool = False) -> ActionSpec:
@@ -182,6 +194,7 @@ def make_action_spec(mode: str = JOINT_DELTA, gripper: bool = False) -> ActionSp
         upper=PANDA_JOINT_UPPER.copy(),
         home=PANDA_HOME.copy(),
         gripper=gripper,
+        ee_z_min=EE_Z_MIN if mode == EE_DELTA else None,
     )
 
 
@@ -326,13 +339,15 @@ def action_to_joint_targets(
     action: np.ndarray,
     joint_pos: np.ndarray,
     ee_jacobian: np.ndarray | None = None,
+    ee_pos: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float | None]:
     """Map an action in [-1, 1] to (arm joint targets, gripper opening or None).
 
     ``joint_delta``: target = measured position + ``joint_scale`` * action, clipped to the limits.
-    ``ee_delta``: the end-effector displacement ``ee_scale`` * action is turned into joint
-    displacements by damped least squares on the 3x7 position Jacobian ``ee_jacobian`` (robot
-    joints). Non-finite actions are treated as zero (hold), never passed on.
+    ``ee_delta``: the end-effector displacement ``ee_scale`` * action, its downward part cut so
+    the TCP (at ``ee_pos``, base frame) stays at or above ``spec.ee_z_min``, is turned into
+    joint displacements by damped least squares on the 3x7 position Jacobian ``ee_jacobian``
+    (robot joints). Non-finite actions are treated as zero (hold), never passed on.
     """
     a = np.asarray(action, dtype=np.float64)
     if a.shape != (spec.dim,):
@@ -340,7 +355,7 @@ def action_to_joint_targets(
             f"action has shape {a.shape}, the policy's action spec needs ({spec.dim},)"
         )
     return sanitized_action_to_joint_targets(
-        spec, sanitize_action(a), np.asarray(joint_pos, dtype=np.float64), ee_jacobian
+        spec, sanitize_action(a), np.asarray(joint_pos, dtype=np.float64), ee_jacobian, ee_pos
     )
 
 
@@ -349,6 +364,7 @@ def sanitized_action_to_joint_targets(
     action: np.ndarray,
     joint_pos: np.ndarray,
     ee_jacobian: np.ndarray | None = None,
+    ee_pos: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float | None]:
     """:func:`action_to_joint_targets` for an action already through :func:`sanitize_action`
     (the env's hot path, which sanitizes once for both the command and ``prev_action``)."""
@@ -357,7 +373,17 @@ def sanitized_action_to_joint_targets(
     else:
         if ee_jacobian is None:
             raise ValueError("ee_delta actions need the end-effector Jacobian")
-        dq = damped_least_squares(ee_jacobian, spec.ee_scale * action[:3])
+        dx = spec.ee_scale * action[:3]
+        if spec.ee_z_min is not None:
+            if ee_pos is None:
+                raise ValueError(
+                    f"this action spec keeps the TCP at or above z = {spec.ee_z_min} m: "
+                    "ee_delta actions need the TCP position (ee_pos)"
+                )
+            floor = spec.ee_z_min - float(ee_pos[2])
+            if dx[2] < floor:
+                dx[2] = floor
+        dq = damped_least_squares(ee_jacobian, dx)
     targets = np.minimum(np.maximum(joint_pos + dq, spec.lower), spec.upper)
     gripper = None
     if spec.gripper:

@@ -9,6 +9,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import manip_rl  # noqa: F401  (registers the envs)
+from manip_rl import policy_io
 from manip_rl.envs import env_ids
 from manip_rl.envs.scripted import scripted_policy
 
@@ -159,6 +160,31 @@ def test_ee_delta_mode_moves_the_tcp_by_the_commanded_displacement_direction():
     moved = env.unwrapped.ee_position - start
     assert moved[1] > 0.05  # +y commanded
     assert abs(moved[0]) < 0.3 * moved[1] and abs(moved[2]) < 0.3 * moved[1]
+
+
+def test_ee_delta_pressing_down_keeps_the_fingertips_off_the_table():
+    """MuJoCo contacts: a policy that pushes down for 2 s never drags the fingers on the table."""
+
+    env = gym.make("manip_rl/PandaPush-v0", action_mode="ee_delta")
+    env.reset(seed=0, options={"object_xy": [0.4, 0.25], "goal": [0.5, -0.2, 0.025]})
+    base = env.unwrapped
+    m, d = base.model, base.data
+    fingers = {
+        g for g in range(m.ngeom) if "finger" in m.body(m.geom_bodyid[g]).name and m.geom_contype[g]
+    }
+    for _ in range(50):
+        env.step(np.array([0.2, -0.2, -1.0, -1.0]))
+        touching = {d.contact[i].geom1 for i in range(d.ncon)} | {
+            d.contact[i].geom2 for i in range(d.ncon)
+        }
+        table_pairs = [
+            (d.contact[i].geom1, d.contact[i].geom2)
+            for i in range(d.ncon)
+            if base.ids.table_geom in (d.contact[i].geom1, d.contact[i].geom2)
+        ]
+        assert not any(set(pair) & fingers for pair in table_pairs), touching
+    assert base.ee_position[2] == pytest.approx(policy_io.EE_Z_MIN, abs=0.01)
+    assert base.ee_position[2] < 0.1  # it did go down, to the floor
 
 
 def test_rgb_array_rendering():

@@ -386,11 +386,19 @@ def test_refuses_observation_of_the_wrong_size(ppo_file):
         assert str(bad.shape) in str(e.value)
 
 
-def test_act_shapes_and_input_types(ppo_flat, ppo_file):
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_act_shapes_and_input_types(ppo_flat, ppo_file, fmt, tmp_path):
+    if fmt == "onnx":
+        ppo_file = str(tmp_path / "policy.onnx")
+        export_policy(ppo_flat, ppo_file, fmt="onnx")
     policy = load_policy(ppo_file)
     obs = parity_observations(ppo_flat, n=100, n_env=50)[:8]
     batch = policy.act(obs)
     assert batch.shape == (8, 7) and batch.dtype == np.float32
+    # Batch 1 runs on buffers the policy owns; each call still returns an array of its own.
+    singles = [policy.act(o) for o in obs]
+    np.testing.assert_allclose(np.stack(singles), batch, atol=1e-6)
+    assert not np.allclose(singles[0], singles[1])
     np.testing.assert_allclose(policy.act(obs[3]), batch[3], atol=1e-6)
     assert policy.act(obs[3]).shape == (7,)
     # float64, lists, read-only and strided arrays give the same actions.

@@ -107,6 +107,8 @@ def test_action_spec_round_trips_through_json():
     spec = policy_io.make_action_spec("ee_delta", gripper=True)
     again = policy_io.ActionSpec.from_json(spec.to_json())
     assert again.mode == spec.mode and again.dim == 4
+    assert again.ee_z_min == spec.ee_z_min == policy_io.EE_Z_MIN
+    assert policy_io.make_action_spec("joint_delta").ee_z_min is None
     np.testing.assert_array_equal(again.lower, spec.lower)
 
 
@@ -115,8 +117,34 @@ def test_ee_delta_mapping_moves_the_tcp_along_the_command():
     spec = policy_io.make_action_spec("ee_delta")
     start = kin.ee_pos(PANDA_HOME)
     targets, _ = policy_io.action_to_joint_targets(
-        spec, np.array([0.0, 0.0, -1.0]), PANDA_HOME, kin.ee_jacobian(PANDA_HOME)
+        spec, np.array([0.0, 0.0, -1.0]), PANDA_HOME, kin.ee_jacobian(PANDA_HOME), start
     )
     moved = kin.ee_pos(targets) - start
     assert moved[2] == pytest.approx(-spec.ee_scale, rel=0.1)
     assert np.abs(moved[:2]).max() < 0.1 * spec.ee_scale
+    with pytest.raises(ValueError, match="ee_pos"):
+        policy_io.action_to_joint_targets(
+            spec, np.zeros(3), PANDA_HOME, kin.ee_jacobian(PANDA_HOME)
+        )
+
+
+def test_ee_delta_never_commands_the_tcp_below_its_floor():
+    kin = PandaKinematics()
+    spec = policy_io.make_action_spec("ee_delta")
+    jac = kin.ee_jacobian(PANDA_HOME)
+    start = kin.ee_pos(PANDA_HOME)
+    down, sideways = np.array([0.0, 0.0, -1.0]), np.array([1.0, 0.0, -1.0])
+    # Pretend the TCP is 1 cm above the floor: the downward step is cut to 1 cm.
+    near = start.copy()
+    near[2] = spec.ee_z_min + 0.01
+    targets, _ = policy_io.action_to_joint_targets(spec, down, PANDA_HOME, jac, near)
+    assert kin.ee_pos(targets)[2] - start[2] == pytest.approx(-0.01, rel=0.1)
+    # At or below the floor: no downward motion, sideways motion intact, and from below it
+    # the command climbs back.
+    near[2] = spec.ee_z_min
+    targets, _ = policy_io.action_to_joint_targets(spec, sideways, PANDA_HOME, jac, near)
+    moved = kin.ee_pos(targets) - start
+    assert abs(moved[2]) < 0.002 and moved[0] == pytest.approx(spec.ee_scale, rel=0.1)
+    near[2] = spec.ee_z_min - 0.01
+    targets, _ = policy_io.action_to_joint_targets(spec, down, PANDA_HOME, jac, near)
+    assert kin.ee_pos(targets)[2] - start[2] == pytest.approx(0.01, rel=0.1)

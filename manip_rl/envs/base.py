@@ -26,6 +26,7 @@ REWARD_TYPES = ("sparse", "dense")
 _SENSOR_SLICES = policy_io.SENSOR_SLICES
 _N_SENSE = policy_io.SENSOR_DIM
 _JOINT_POS = _SENSOR_SLICES["joint_pos"]
+_EE_POS = _SENSOR_SLICES["ee_pos"]
 _NO_OBJECT = np.zeros(7)  # object pose slots of a task without an object
 
 
@@ -35,8 +36,6 @@ class PandaEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1 / scene.CONTROL_PERIOD))}
     task: str = ""
     has_gripper: bool = False
-    # Goal-independent reward terms (names in info["reward_terms"]), summed by compute_reward.
-    goal_free_terms: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -64,6 +63,7 @@ class PandaEnv(gym.Env):
         self.layout = policy_io.make_layout(self.task, self.action_spec.dim)
         self.control_period = scene.CONTROL_PERIOD
         self.obs_slices = self.layout.slices()
+        self._ee_slice = self.obs_slices["ee_pos"]
         self.randomization_config = load_config(randomization, self.task)
         self._randomizer = (
             DomainRandomizer(self.model, self.ids, self.randomization_config)
@@ -166,7 +166,7 @@ class PandaEnv(gym.Env):
         jac = self._ee_jacobian() if self._ee_mode else None
         self._command_queue.append(
             policy_io.sanitized_action_to_joint_targets(
-                self.action_spec, applied, self._observed[_JOINT_POS], jac
+                self.action_spec, applied, self._observed[_JOINT_POS], jac, self._observed[_EE_POS]
             )
         )
         targets, gripper = self._command_queue[0]  # actuator latency: the oldest command
@@ -182,7 +182,7 @@ class PandaEnv(gym.Env):
         self._prev_action = a
         self._sensor_history.append(self._measure(sensor_noise))
         obs = self._observation()
-        terms = self._goal_free_reward_terms(obs)
+        terms = self._shaping_terms(obs)
         diff = obs["achieved_goal"] - obs["desired_goal"]
         distance = math.sqrt(diff @ diff)
         if self.reward_type == "sparse":
@@ -190,7 +190,12 @@ class PandaEnv(gym.Env):
         else:
             terms["goal_distance"] = -distance
         reward = sum(terms.values())
-        info = {"is_success": 1.0 if self._is_success() else 0.0, "reward_terms": terms}
+        info = {
+            "is_success": 1.0 if self._is_success() else 0.0,
+            "reward_terms": terms,
+            # What compute_reward needs, besides the goals, to recompute the shaping terms.
+            "ee_pos": obs["observation"][self._ee_slice],
+        }
         # Manipulation tasks here have no terminal state: the episode ends only by the time
         # limit in the registration (truncation, never termination; SB3 #633).
         return obs, reward, False, False, info
@@ -206,12 +211,17 @@ class PandaEnv(gym.Env):
             desired_goal, dtype=np.float32
         )
         goal_term = self._goal_term(np.sqrt(np.sum(diff * diff, axis=-1)))
-        if not self.goal_free_terms or info is None:
+        if self.reward_type != "dense" or info is None:
             return goal_term
-        if isinstance(info, Mapping):
-            return goal_term + sum(info["reward_terms"][k] for k in self.goal_free_terms)
-        extra = [sum(i["reward_terms"][k] for k in self.goal_free_terms) for i in info]
-        return goal_term + np.asarray(extra, dtype=np.float32)
+        ee = (
+            info["ee_pos"]
+            if isinstance(info, Mapping)
+            else np.array([i["ee_pos"] for i in info], dtype=np.float32)
+        )
+        shaping = self._shaping_reward(
+            np.asarray(achieved_goal, np.float32), np.asarray(desired_goal, np.float32), ee
+        )
+        return goal_term + shaping if shaping is not None else goal_term
 
     def _goal_term(self, distance: np.ndarray) -> np.ndarray:
         """-1 until the goal is within the threshold (sparse), or minus the distance (dense)."""
@@ -277,8 +287,24 @@ class PandaEnv(gym.Env):
         diff = self._achieved_true() - self.goal
         return bool(diff @ diff < self.distance_threshold**2)
 
-    def _goal_free_reward_terms(self, obs: Mapping[str, np.ndarray]) -> dict[str, float]:
-        return {}
+    def _shaping_terms(self, obs: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Dense shaping terms besides the goal distance, by name, for ``info["reward_terms"]``."""
+        if self.reward_type != "dense":
+            return {}
+        shaping = self._shaping_reward(
+            obs["achieved_goal"], obs["desired_goal"], obs["observation"][self._ee_slice]
+        )
+        return {} if shaping is None else {self.shaping_name: float(shaping)}
+
+    shaping_name = "shaping"
+
+    def _shaping_reward(
+        self, achieved: np.ndarray, desired: np.ndarray, ee: np.ndarray
+    ) -> np.ndarray | None:
+        """The dense shaping reward from (batches of) achieved goal, desired goal and TCP
+        position, float32; None where the task has none. One function serves both the step and
+        ``compute_reward``, so goal relabelling recomputes exactly the reward the step gave."""
+        return None
 
     # ----------------------------------------------------------------- helpers for tasks
     @property

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
+
 from manip_rl.envs.push import GOAL_RANGE, OBJECT_CENTER, OBJECT_RANGE, PandaPushEnv
 
+REACH_WEIGHT = 0.5  # dense shaping: weight of the TCP-to-cube distance
 MAX_GOAL_HEIGHT = 0.25  # m above the table (FetchPickAndPlace: 0.45 with a taller reach)
 AIR_GOAL_PROBABILITY = 0.5  # as FetchPickAndPlace's target_in_the_air
 
@@ -16,8 +19,11 @@ class PandaPickPlaceEnv(PandaPushEnv):
     **Description.** As PandaPush, but the goal is in the air (up to 25 cm above the table)
     with probability 0.5, so the cube must be grasped and lifted. The gripper starts open.
 
-    **Action space**, **observation space**, **rewards**: as PandaPush
+    **Action space**, **observation space**: as PandaPush
     (``policy_io.make_layout("pick_place", ...)``).
+
+    **Rewards.** ``sparse``: as PandaPush. ``dense``: minus the cube-goal distance, minus 0.5 x
+    the TCP-cube distance (``reach`` term: the cube is grasped, not pushed from behind).
 
     **Episode end.** Never terminates; truncated after 100 steps (4 s at 25 Hz).
 
@@ -25,9 +31,21 @@ class PandaPickPlaceEnv(PandaPushEnv):
     """
 
     task = "pick_place"
+    shaping_name = "reach"
 
     def _initial_gripper_opening(self) -> float:
         return 0.08
+
+    def _shaping_reward(
+        self, achieved: np.ndarray, desired: np.ndarray, ee: np.ndarray
+    ) -> np.ndarray | float:
+        rel = ee - achieved
+        dist = np.sqrt(np.sum(rel * rel, axis=-1))
+        return (
+            (-REACH_WEIGHT * dist).astype(np.float32)
+            if ee.ndim > 1
+            else float(-REACH_WEIGHT * dist)
+        )
 
     def _reset_task(self, options: Mapping) -> None:
         super()._reset_task(options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -11,7 +12,11 @@ from manip_rl.envs.base import PandaEnv
 OBJECT_CENTER = np.array([0.50, 0.0])  # m; centre of the object and goal regions
 OBJECT_RANGE = 0.10  # m; object xy within +-this of the centre (FetchPush: 0.15)
 GOAL_RANGE = 0.15  # m; goal xy within +-this of the centre
-REACH_WEIGHT = 0.5  # dense shaping: weight of the TCP-to-object distance
+# Dense shaping: the TCP is drawn to the pushing pose, a point behind the cube as seen from the
+# goal, at the height where the fingertips meet the cube's side (ScriptedPush pushes from there).
+APPROACH_WEIGHT = 0.5  # weight of the TCP-to-pushing-pose distance
+APPROACH_BEHIND = 0.04  # m behind the cube's centre: the TCP's place when the fingers touch it
+APPROACH_HEIGHT = 0.045  # m above the cube's centre: fingertips at about a third of the cube
 
 
 class PandaPushEnv(PandaEnv):
@@ -31,8 +36,11 @@ class PandaPushEnv(PandaEnv):
     ``desired_goal`` = goal (``policy_io.make_layout("push", ...)``).
 
     **Rewards.** ``sparse``: -1 until the cube is within the threshold, else 0. ``dense``: minus
-    the cube-goal distance, minus 0.5 x the TCP-cube distance (``reach`` term, kept in
-    ``info["reward_terms"]`` so ``compute_reward`` can add it after goal relabelling).
+    the cube-goal distance, minus 0.5 x the distance from the TCP to the pushing pose, 4 cm
+    behind the cube as seen from the goal and 4.5 cm above its centre (``approach`` term). A
+    TCP-to-cube term instead rewards touching the cube from any side, and PPO learnt to sit on
+    it (5-7% success after 1.8M steps). Terms in ``info["reward_terms"]``; ``info["ee_pos"]``
+    lets ``compute_reward`` recompute the approach term for relabelled goals.
 
     **Episode end.** Never terminates; truncated after 100 steps (4 s at 25 Hz).
 
@@ -43,10 +51,7 @@ class PandaPushEnv(PandaEnv):
 
     task = "push"
     has_gripper = True
-
-    @property
-    def goal_free_terms(self) -> tuple[str, ...]:
-        return ("reach",) if self.reward_type == "dense" else ()
+    shaping_name = "approach"
 
     def _initial_gripper_opening(self) -> float:
         return 0.0
@@ -73,8 +78,20 @@ class PandaPushEnv(PandaEnv):
         o = self.ids.object_qpos
         return self.data.qpos[o : o + 3]
 
-    def _goal_free_reward_terms(self, obs: Mapping[str, np.ndarray]) -> dict[str, float]:
-        if self.reward_type != "dense":
-            return {}
-        rel = obs["observation"][self.obs_slices["object_rel_pos"]]
-        return {"reach": -REACH_WEIGHT * float(np.sqrt(rel @ rel))}
+    def _shaping_reward(
+        self, achieved: np.ndarray, desired: np.ndarray, ee: np.ndarray
+    ) -> np.ndarray | float:
+        if ee.ndim == 1:  # one step: scalar arithmetic is several times faster than numpy here
+            gx, gy = float(desired[0] - achieved[0]), float(desired[1] - achieved[1])
+            k = APPROACH_BEHIND / max(math.sqrt(gx * gx + gy * gy), 1e-3)
+            dx = float(ee[0]) - (float(achieved[0]) - k * gx)
+            dy = float(ee[1]) - (float(achieved[1]) - k * gy)
+            dz = float(ee[2]) - (float(achieved[2]) + APPROACH_HEIGHT)
+            return float(np.float32(-APPROACH_WEIGHT * math.sqrt(dx * dx + dy * dy + dz * dz)))
+        to_goal = desired[..., :2] - achieved[..., :2]
+        norm = np.sqrt(np.sum(to_goal * to_goal, axis=-1, keepdims=True))
+        behind = achieved[..., :2] - APPROACH_BEHIND * to_goal / np.maximum(norm, 1e-3)
+        dxy = ee[..., :2] - behind
+        dz = ee[..., 2] - (achieved[..., 2] + APPROACH_HEIGHT)
+        dist = np.sqrt(np.sum(dxy * dxy, axis=-1) + dz * dz)
+        return (-APPROACH_WEIGHT * dist).astype(np.float32)

@@ -177,11 +177,12 @@ class PolicyRunner:
                 f"({self.spec.dim},)"
             )
         action = policy_io.sanitize_action(action)
-        jac = None
+        jac = ee = None
         if self.spec.mode == policy_io.EE_DELTA:
             jac = self.kinematics.ee_jacobian(reading.position)
+            ee = self.kinematics.ee_pos(reading.position)
         targets, gripper = policy_io.action_to_joint_targets(
-            self.spec, action, reading.position, jac
+            self.spec, action, reading.position, jac, ee
         )
         self.prev_action = action
         return Step(action, targets, gripper, inference_s)
