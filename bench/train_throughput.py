@@ -79,6 +79,9 @@ def main() -> None:
         "PandaPush PPO, 8 envs subproc (shipped config)": lambda: manip_rl_rate(
             args.steps, 8, "subproc"
         ),
+        "PandaPush PPO, 8 envs chunked (2 workers)": lambda: manip_rl_rate(
+            args.steps, 8, "chunked"
+        ),
         "PandaPush PPO, 4 envs subproc": lambda: manip_rl_rate(args.steps, 4, "subproc"),
         "PandaPush PPO, 8 envs one process": lambda: manip_rl_rate(args.steps, 8, "dummy"),
         "FetchReachDense-v4 SB3 PPO, 4 envs one process": lambda: fetch_rate(args.steps),

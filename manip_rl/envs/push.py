@@ -12,10 +12,13 @@ from manip_rl.envs.base import PandaEnv
 OBJECT_CENTER = np.array([0.50, 0.0])  # m; centre of the object and goal regions
 OBJECT_RANGE = 0.10  # m; object xy within +-this of the centre (FetchPush: 0.15)
 GOAL_RANGE = 0.15  # m; goal xy within +-this of the centre
-# Dense shaping: the TCP is drawn to the pushing pose, a point behind the cube as seen from the
-# goal, at the height where the fingertips meet the cube's side (ScriptedPush pushes from there).
+# Dense shaping: the TCP is drawn to the pushing pose, a point behind the cube's centre as seen
+# from the goal, at the height where the fingertips meet the cube's side. The point lies 1.5 cm
+# inside the cube (the fingers touch it with the TCP about 3.5 cm behind the centre), so the
+# TCP reaches it only by pushing the cube towards the goal; a point at the contact distance
+# taught PPO to stop there and never push.
 APPROACH_WEIGHT = 0.5  # weight of the TCP-to-pushing-pose distance
-APPROACH_BEHIND = 0.04  # m behind the cube's centre: the TCP's place when the fingers touch it
+APPROACH_BEHIND = 0.02  # m behind the cube's centre
 APPROACH_HEIGHT = 0.045  # m above the cube's centre: fingertips at about a third of the cube
 
 
@@ -36,10 +39,11 @@ class PandaPushEnv(PandaEnv):
     ``desired_goal`` = goal (``policy_io.make_layout("push", ...)``).
 
     **Rewards.** ``sparse``: -1 until the cube is within the threshold, else 0. ``dense``: minus
-    the cube-goal distance, minus 0.5 x the distance from the TCP to the pushing pose, 4 cm
-    behind the cube as seen from the goal and 4.5 cm above its centre (``approach`` term). A
-    TCP-to-cube term instead rewards touching the cube from any side, and PPO learnt to sit on
-    it (5-7% success after 1.8M steps). Terms in ``info["reward_terms"]``; ``info["ee_pos"]``
+    the cube-goal distance, minus 0.5 x the distance from the TCP to the pushing pose, 2 cm
+    behind the cube's centre as seen from the goal and 4.5 cm above it (``approach`` term; the
+    TCP gets there only by pushing the cube goalwards). A TCP-to-cube term instead rewards
+    touching the cube from any side, and PPO learnt to sit on it (5-7% success after 1.8M
+    steps). Terms in ``info["reward_terms"]``; ``info["ee_pos"]``
     lets ``compute_reward`` recompute the approach term for relabelled goals.
 
     **Episode end.** Never terminates; truncated after 100 steps (4 s at 25 Hz).

@@ -15,11 +15,14 @@ from manip_rl.policies.algorithms import ALGORITHMS
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "train")
 TASKS = ("PandaReach", "PandaPush", "PandaPickPlace")
 ACTIVATIONS = ("tanh", "relu", "elu")
+# chunked: one worker process per CPU, each stepping several envs (manip_rl.policies.vec_env);
+# subproc: SB3's SubprocVecEnv, one process per env; dummy: all envs in the training process.
+VEC_ENVS = ("chunked", "subproc", "dummy")
 # Keys a resolved configuration may hold (anything else is a typo the user should hear about).
 TOP_KEYS = (
     "env_id", "algo", "task", "seed", "total_timesteps", "n_envs", "vec_env", "policy",
     "policy_kwargs", "hyperparams", "normalize", "randomization", "action_mode", "flatten_obs",
-    "eval", "checkpoint_freq", "log_interval", "device", "torch_threads",
+    "eval", "checkpoint_freq", "log_interval", "device", "torch_threads", "n_workers",
 )  # fmt: skip
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -121,8 +124,8 @@ def validate(cfg: Mapping) -> None:
     for key in ("total_timesteps", "n_envs"):
         if not isinstance(cfg.get(key), int) or cfg[key] < 1:
             raise ConfigError(f"{key}={cfg.get(key)!r}: must be a positive integer")
-    if cfg["vec_env"] not in ("subproc", "dummy"):
-        raise ConfigError(f"vec_env={cfg['vec_env']!r}: use subproc or dummy")
+    if cfg["vec_env"] not in VEC_ENVS:
+        raise ConfigError(f"vec_env={cfg['vec_env']!r}: use one of {', '.join(VEC_ENVS)}")
     act = (cfg.get("policy_kwargs") or {}).get("activation_fn")
     if act is not None and act not in ACTIVATIONS:
         raise ConfigError(f"policy_kwargs.activation_fn={act!r}: use one of {ACTIVATIONS}")

@@ -53,7 +53,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="adr: automatic domain randomization, ranges grow from nominal as the "
                         "policy masters them; a YAML path: ADR with those settings "
                         "(docs/transfer.md)")  # fmt: skip
-    p.add_argument("--vec-env", choices=("subproc", "dummy"), help="vector env kind")
+    p.add_argument(
+        "--vec-env",
+        choices=cfgmod.VEC_ENVS,
+        help="chunked: a worker process per CPU stepping several envs; subproc: a process per "
+        "env (SB3's SubprocVecEnv); dummy: all in the training process",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
@@ -149,6 +154,10 @@ def make_vec_env(cfg: dict, seed: int, wrap: Any = None):
     fns = [cfgmod.env_factory(cfg, randomized=True, seed=seed + i) for i in range(cfg["n_envs"])]
     if wrap is not None:  # ADR: each env draws its episodes from the current ADR ranges
         fns = [wrap(f) for f in fns]
+    if cfg["vec_env"] == "chunked" and cfg["n_envs"] > 1:
+        from manip_rl.policies.vec_env import ChunkedSubprocVecEnv
+
+        return ChunkedSubprocVecEnv(fns, n_workers=cfg.get("n_workers"))
     if cfg["vec_env"] == "subproc" and cfg["n_envs"] > 1:
         return SubprocVecEnv(fns, start_method="forkserver")
     return DummyVecEnv(fns)
