@@ -48,8 +48,32 @@ def test_reward_terms_add_up_to_the_reward_and_match_compute_reward(env_id):
         assert sum(terms.values()) == pytest.approx(reward, abs=1e-6)
         recomputed = env.unwrapped.compute_reward(obs["achieved_goal"], obs["desired_goal"], info)
         assert float(recomputed) == pytest.approx(reward, abs=1e-6)
-    if "Dense" in env_id:
+    if env_id == "manip_rl/PandaReachDense-v0":
         assert reward < 0  # minus a distance: strictly negative away from the goal
+    if env_id == "manip_rl/PandaPushDense-v0":
+        assert set(terms) == {"approach", "place", "success"}
+        assert 0 < reward < 1 / 3  # random actions: some approach, no push, no success
+
+
+def test_push_dense_reward_stages():
+    """Hand-placed states: the pushing pose beats the wrong side, pushing it home pays most."""
+    env = gym.make("manip_rl/PandaPushDense-v0", action_mode="ee_delta")
+    base = env.unwrapped
+    cube, goal = np.array([0.5, 0.0, 0.025], np.float32), np.array([0.65, 0.0, 0.025], np.float32)
+    pose = np.array([0.5 - 0.04, 0.0, 0.025 + 0.045], np.float32)  # behind, seen from the goal
+
+    def reward(ee, achieved=cube):
+        return float(base.compute_reward(achieved, goal, {"ee_pos": np.asarray(ee, np.float32)}))
+
+    at_pose, wrong_side = reward(pose), reward(pose + [0.08, 0, 0])
+    high_above = reward(pose + [0, 0, 0.2])
+    assert at_pose > wrong_side > high_above
+    # At the pose the push stage counts, and it grows as the cube nears the goal.
+    halfway = np.array([0.58, 0.0, 0.025], np.float32)
+    assert reward(halfway - [0.04, 0, -0.045], halfway) > at_pose
+    assert reward(goal - [0.04, 0, -0.045] + [0.01, 0, 0], goal) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="ee_pos"):
+        base.compute_reward(cube, goal, None)
 
 
 @pytest.mark.parametrize("env_id", ["manip_rl/PandaReach-v0", "manip_rl/PandaPushDense-v0"])

@@ -6,7 +6,6 @@ reward terms."""
 from __future__ import annotations
 
 import collections
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -53,6 +52,7 @@ class PandaEnv(gym.Env):
             raise ValueError(f"render_mode={render_mode!r}: use None or 'rgb_array'")
         self.reward_type = reward_type
         self.distance_threshold = float(distance_threshold)
+        self._threshold_sq = np.float32(self.distance_threshold**2)  # compared in float32
         self.render_mode = render_mode
         self._width, self._height = width, height
         self._renderer: mujoco.Renderer | None = None
@@ -182,19 +182,19 @@ class PandaEnv(gym.Env):
         self._prev_action = a
         self._sensor_history.append(self._measure(sensor_noise))
         obs = self._observation()
-        terms = self._shaping_terms(obs)
-        diff = obs["achieved_goal"] - obs["desired_goal"]
-        distance = math.sqrt(diff @ diff)
+        ee = obs["observation"][self._ee_slice]
+        ach, des = obs["achieved_goal"], obs["desired_goal"]
         if self.reward_type == "sparse":
-            terms["goal_reached"] = -1.0 if distance > self.distance_threshold else 0.0
+            diff = ach - des
+            terms = {"goal_reached": -1.0 if diff @ diff > self._threshold_sq else 0.0}
         else:
-            terms["goal_distance"] = -distance
+            terms = {k: float(v) for k, v in self._dense_terms(ach, des, ee).items()}
         reward = sum(terms.values())
         info = {
             "is_success": 1.0 if self._is_success() else 0.0,
             "reward_terms": terms,
-            # What compute_reward needs, besides the goals, to recompute the shaping terms.
-            "ee_pos": obs["observation"][self._ee_slice],
+            # What compute_reward needs, besides the goals, to recompute the dense reward.
+            "ee_pos": ee,
         }
         # Manipulation tasks here have no terminal state: the episode ends only by the time
         # limit in the registration (truncation, never termination; SB3 #633).
@@ -207,27 +207,32 @@ class PandaEnv(gym.Env):
 
         Vectorized so SB3's HER replay buffer can relabel goals in one call.
         """
-        diff = np.asarray(achieved_goal, dtype=np.float32) - np.asarray(
-            desired_goal, dtype=np.float32
-        )
-        goal_term = self._goal_term(np.sqrt(np.sum(diff * diff, axis=-1)))
-        if self.reward_type != "dense" or info is None:
-            return goal_term
-        ee = (
-            info["ee_pos"]
-            if isinstance(info, Mapping)
-            else np.array([i["ee_pos"] for i in info], dtype=np.float32)
-        )
-        shaping = self._shaping_reward(
-            np.asarray(achieved_goal, np.float32), np.asarray(desired_goal, np.float32), ee
-        )
-        return goal_term + shaping if shaping is not None else goal_term
-
-    def _goal_term(self, distance: np.ndarray) -> np.ndarray:
-        """-1 until the goal is within the threshold (sparse), or minus the distance (dense)."""
+        achieved = np.asarray(achieved_goal, dtype=np.float32)
+        desired = np.asarray(desired_goal, dtype=np.float32)
         if self.reward_type == "sparse":
-            return -(distance > self.distance_threshold).astype(np.float32)
-        return -np.asarray(distance, dtype=np.float32)
+            diff = achieved - desired
+            far = np.sum(diff * diff, axis=-1) > self._threshold_sq
+            return -far.astype(np.float32)
+        ee = None
+        if info is not None:
+            ee = (
+                info["ee_pos"]
+                if isinstance(info, Mapping)
+                else np.array([i["ee_pos"] for i in info], dtype=np.float32)
+            )
+        terms = self._dense_terms(achieved, desired, ee)
+        total = sum(terms.values())
+        return np.float32(total) if np.ndim(total) == 0 else total.astype(np.float32)
+
+    def _dense_terms(
+        self, achieved: np.ndarray, desired: np.ndarray, ee: np.ndarray | None
+    ) -> dict[str, np.ndarray]:
+        """The dense reward's terms, by name, for (batches of) achieved goal, desired goal and
+        TCP position (``ee`` may be None where a task's terms do not use it). One function
+        serves the step and ``compute_reward``, so relabelled goals get exactly the reward a
+        step would have given. Default: minus the distance."""
+        diff = achieved - desired
+        return {"goal_distance": -np.sqrt(np.sum(diff * diff, axis=-1))}
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
@@ -286,25 +291,6 @@ class PandaEnv(gym.Env):
     def _is_success(self) -> bool:
         diff = self._achieved_true() - self.goal
         return bool(diff @ diff < self.distance_threshold**2)
-
-    def _shaping_terms(self, obs: Mapping[str, np.ndarray]) -> dict[str, float]:
-        """Dense shaping terms besides the goal distance, by name, for ``info["reward_terms"]``."""
-        if self.reward_type != "dense":
-            return {}
-        shaping = self._shaping_reward(
-            obs["achieved_goal"], obs["desired_goal"], obs["observation"][self._ee_slice]
-        )
-        return {} if shaping is None else {self.shaping_name: float(shaping)}
-
-    shaping_name = "shaping"
-
-    def _shaping_reward(
-        self, achieved: np.ndarray, desired: np.ndarray, ee: np.ndarray
-    ) -> np.ndarray | None:
-        """The dense shaping reward from (batches of) achieved goal, desired goal and TCP
-        position, float32; None where the task has none. One function serves both the step and
-        ``compute_reward``, so goal relabelling recomputes exactly the reward the step gave."""
-        return None
 
     # ----------------------------------------------------------------- helpers for tasks
     @property

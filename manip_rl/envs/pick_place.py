@@ -22,8 +22,9 @@ class PandaPickPlaceEnv(PandaPushEnv):
     **Action space**, **observation space**: as PandaPush
     (``policy_io.make_layout("pick_place", ...)``).
 
-    **Rewards.** ``sparse``: as PandaPush. ``dense``: minus the cube-goal distance, minus 0.5 x
-    the TCP-cube distance (``reach`` term: the cube is grasped, not pushed from behind).
+    **Rewards.** ``sparse``: as PandaPush. ``dense``: minus the cube-goal distance
+    (``goal_distance``), minus 0.5 x the TCP-cube distance (``reach``: the cube is grasped, not
+    pushed from behind).
 
     **Episode end.** Never terminates; truncated after 100 steps (4 s at 25 Hz).
 
@@ -31,21 +32,23 @@ class PandaPickPlaceEnv(PandaPushEnv):
     """
 
     task = "pick_place"
-    shaping_name = "reach"
 
     def _initial_gripper_opening(self) -> float:
         return 0.08
 
-    def _shaping_reward(
-        self, achieved: np.ndarray, desired: np.ndarray, ee: np.ndarray
-    ) -> np.ndarray | float:
-        rel = ee - achieved
-        dist = np.sqrt(np.sum(rel * rel, axis=-1))
-        return (
-            (-REACH_WEIGHT * dist).astype(np.float32)
-            if ee.ndim > 1
-            else float(-REACH_WEIGHT * dist)
-        )
+    def _dense_terms(
+        self, achieved: np.ndarray, desired: np.ndarray, ee: np.ndarray | None
+    ) -> dict[str, np.ndarray]:
+        if ee is None:
+            raise ValueError(
+                "PandaPickPlace's dense reward needs the TCP position: pass the step's info "
+                "(info['ee_pos']) to compute_reward"
+            )
+        diff, rel = achieved - desired, ee - achieved
+        return {
+            "goal_distance": -np.sqrt(np.sum(diff * diff, axis=-1)),
+            "reach": -REACH_WEIGHT * np.sqrt(np.sum(rel * rel, axis=-1)),
+        }
 
     def _reset_task(self, options: Mapping) -> None:
         super()._reset_task(options)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -12,14 +11,14 @@ from manip_rl.envs.base import PandaEnv
 OBJECT_CENTER = np.array([0.50, 0.0])  # m; centre of the object and goal regions
 OBJECT_RANGE = 0.10  # m; object xy within +-this of the centre (FetchPush: 0.15)
 GOAL_RANGE = 0.15  # m; goal xy within +-this of the centre
-# Dense shaping: the TCP is drawn to the pushing pose, a point behind the cube's centre as seen
-# from the goal, at the height where the fingertips meet the cube's side. The point lies 1.5 cm
-# inside the cube (the fingers touch it with the TCP about 3.5 cm behind the centre), so the
-# TCP reaches it only by pushing the cube towards the goal; a point at the contact distance
-# taught PPO to stop there and never push.
-APPROACH_WEIGHT = 0.5  # weight of the TCP-to-pushing-pose distance
-APPROACH_BEHIND = 0.02  # m behind the cube's centre
-APPROACH_HEIGHT = 0.045  # m above the cube's centre: fingertips at about a third of the cube
+# Dense reward, staged in the manner of ManiSkill's PushCube: reach the pushing pose (the TCP
+# just behind the cube as seen from the goal, fingertips at the lower half of its side), and,
+# while there, bring the cube to the goal; success pays the most. Each stage is 1 - tanh(k d),
+# steep near the target, so the last centimetres are worth learning.
+PUSH_BEHIND = 0.04  # m behind the cube's centre: the fingers touch it at about 3.5 cm
+PUSH_HEIGHT = 0.045  # m above the cube's centre: fingertips at about a third of its height
+REACHED = 0.02  # m from the pushing pose: the push stage counts
+TANH_SCALE = 5.0  # 1/m
 
 
 class PandaPushEnv(PandaEnv):
@@ -55,7 +54,6 @@ class PandaPushEnv(PandaEnv):
 
     task = "push"
     has_gripper = True
-    shaping_name = "approach"
 
     def _initial_gripper_opening(self) -> float:
         return 0.0
@@ -82,20 +80,23 @@ class PandaPushEnv(PandaEnv):
         o = self.ids.object_qpos
         return self.data.qpos[o : o + 3]
 
-    def _shaping_reward(
-        self, achieved: np.ndarray, desired: np.ndarray, ee: np.ndarray
-    ) -> np.ndarray | float:
-        if ee.ndim == 1:  # one step: scalar arithmetic is several times faster than numpy here
-            gx, gy = float(desired[0] - achieved[0]), float(desired[1] - achieved[1])
-            k = APPROACH_BEHIND / max(math.sqrt(gx * gx + gy * gy), 1e-3)
-            dx = float(ee[0]) - (float(achieved[0]) - k * gx)
-            dy = float(ee[1]) - (float(achieved[1]) - k * gy)
-            dz = float(ee[2]) - (float(achieved[2]) + APPROACH_HEIGHT)
-            return float(np.float32(-APPROACH_WEIGHT * math.sqrt(dx * dx + dy * dy + dz * dz)))
+    def _dense_terms(
+        self, achieved: np.ndarray, desired: np.ndarray, ee: np.ndarray | None
+    ) -> dict[str, np.ndarray]:
+        if ee is None:
+            raise ValueError(
+                "PandaPush's dense reward needs the TCP position: pass the step's info "
+                "(info['ee_pos']) to compute_reward"
+            )
         to_goal = desired[..., :2] - achieved[..., :2]
         norm = np.sqrt(np.sum(to_goal * to_goal, axis=-1, keepdims=True))
-        behind = achieved[..., :2] - APPROACH_BEHIND * to_goal / np.maximum(norm, 1e-3)
-        dxy = ee[..., :2] - behind
-        dz = ee[..., 2] - (achieved[..., 2] + APPROACH_HEIGHT)
-        dist = np.sqrt(np.sum(dxy * dxy, axis=-1) + dz * dz)
-        return (-APPROACH_WEIGHT * dist).astype(np.float32)
+        pose_xy = achieved[..., :2] - PUSH_BEHIND * to_goal / np.maximum(norm, 1e-3)
+        dxy = ee[..., :2] - pose_xy
+        dz = ee[..., 2] - (achieved[..., 2] + PUSH_HEIGHT)
+        d_pose = np.sqrt(np.sum(dxy * dxy, axis=-1) + dz * dz)
+        diff = achieved - desired
+        d_goal = np.sqrt(np.sum(diff * diff, axis=-1))
+        approach = (1.0 - np.tanh(TANH_SCALE * d_pose)) / 3.0
+        place = np.where(d_pose < REACHED, (1.0 - np.tanh(TANH_SCALE * d_goal)) / 3.0, 0.0)
+        success = np.where(d_goal < self.distance_threshold, 1.0 - approach - place, 0.0)
+        return {"approach": approach, "place": place, "success": success}
