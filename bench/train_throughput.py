@@ -3,7 +3,9 @@ gymnasium-robotics FetchReachDense-v4 (4 envs, one process), measured in one run
 
 Each configuration trains for a fixed number of steps after a warm-up rollout (process start-up
 and imports excluded); figures are the median of interleaved repeats because the machine is
-shared. The manip_rl runs use the shipped PandaPush PPO configuration (randomization on).
+shared. The manip_rl runs use the shipped PandaPush PPO configuration (randomization on) with each
+vector env: ``chunked`` (the default: one worker process per CPU, several envs each), SB3's
+``SubprocVecEnv`` (a process per env) and one process.
 
     python bench/train_throughput.py                 # about 3 minutes
     python bench/train_throughput.py --steps 40000 --repeats 3
@@ -76,12 +78,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
     configs = {
-        "PandaPush PPO, 8 envs subproc (shipped config)": lambda: manip_rl_rate(
-            args.steps, 8, "subproc"
-        ),
-        "PandaPush PPO, 8 envs chunked (2 workers)": lambda: manip_rl_rate(
+        "PandaPush PPO, 8 envs chunked, 2 workers (shipped config)": lambda: manip_rl_rate(
             args.steps, 8, "chunked"
         ),
+        "PandaPush PPO, 8 envs SB3 SubprocVecEnv": lambda: manip_rl_rate(args.steps, 8, "subproc"),
         "PandaPush PPO, 4 envs subproc": lambda: manip_rl_rate(args.steps, 4, "subproc"),
         "PandaPush PPO, 8 envs one process": lambda: manip_rl_rate(args.steps, 8, "dummy"),
         "FetchReachDense-v4 SB3 PPO, 4 envs one process": lambda: fetch_rate(args.steps),

@@ -76,6 +76,10 @@ PARAMETERS: dict[str, object] = {
     "state_timeout": 0.1,  # s; older joint states make the bridge hold
     "diagnostics_period": 1.0,  # s
     "stats_path": "",  # JSON file of every period/latency sample, written at shutdown
+    # Run the policy on each joint state between control ticks, result discarded, so that its
+    # weights stay in the CPU caches: a policy called every 10 ms on a busy machine runs
+    # several times slower than one called every 2 ms. Costs one inference per joint state.
+    "keep_warm": True,
 }
 
 
@@ -97,6 +101,7 @@ class PolicyBridge(LifecycleNode):
         self._diag_timer = None
         self._diag_pub = None
         self._active = False
+        self._warm_input = None
         self._trigger_state = True
         self._output_position = True
         self._time_from_start = 0.0
@@ -246,6 +251,9 @@ class PolicyBridge(LifecycleNode):
         self._last_refusal = ""
         self._control_timer = self.create_timer(self.period, self._on_timer)
         self._next_deadline = None
+        self._warm_input = (
+            np.zeros(self.policy.obs_dim, dtype=np.float32) if self._p("keep_warm") else None
+        )
         self._active = True
         self._status = "active, disabled"
         self.get_logger().info(
@@ -356,6 +364,8 @@ class PolicyBridge(LifecycleNode):
         self._reading, self._state_time = reading, now
         if self._trigger_state and self._due(now):
             self._control_step(now, from_state=True)
+        elif self._warm_input is not None and self.safety.enabled:
+            self.policy.act(self._warm_input)
 
     def _on_goal(self, msg: PointStamped) -> None:
         g = np.array([msg.point.x, msg.point.y, msg.point.z])
