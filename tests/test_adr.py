@@ -180,7 +180,8 @@ def read_events(path):
 
 
 def test_training_with_adr_logs_saves_and_resumes_the_ranges(tmp_path):
-    """A real (tiny) PPO run on Reach with SubprocVecEnv workers. Its untrained policy fails at
+    """A real (tiny) PPO run on Reach, both envs in one chunked worker process (ranges reach them
+    through env_method). Its untrained policy fails at
     the boundaries, so ADR narrows link_mass from [0.5, 1.5] toward nominal; the resumed run
     continues from the saved ranges, not from the initial ones."""
     yaml_path = tmp_path / "adr.yaml"
@@ -203,7 +204,8 @@ def test_training_with_adr_logs_saves_and_resumes_the_ranges(tmp_path):
     run = str(tmp_path / "run")
     common = ["--no-progress", "--set", "eval.freq=0", "--set", "log_interval=1"]
     cli_main(["train", "--task", "PandaReach", "--dr", str(yaml_path), "--timesteps", "1000",
-              "--n-envs", "2", "--vec-env", "subproc", "--set", "checkpoint_freq=500",
+              "--n-envs", "2", "--vec-env", "chunked", "--set", "n_workers=1",
+              "--set", "checkpoint_freq=500",
               "--set", "policy_kwargs.net_arch=[16,16]", "--run-dir", run, *common])  # fmt: skip
     events = read_events(run)
     assert events[0]["action"] == "start" and float(events[0]["low"]) == 0.5
