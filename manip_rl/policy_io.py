@@ -139,6 +139,10 @@ class ActionSpec:
     # displacement that would take the TCP lower is cut at this height, so a policy pressing
     # down rests the fingertips just above the table instead of dragging them across it.
     ee_z_min: float | None = None
+    # ee_delta: per-step gain of the joints' pull towards ``home`` in the Jacobian's null space.
+    # A 3-D displacement leaves 4 of the 7 joints free; without the pull they drift with every
+    # step until a joint limit stalls the TCP.
+    ee_posture_gain: float = 0.0
 
     @property
     def dim(self) -> int:
@@ -158,6 +162,7 @@ class ActionSpec:
             "gripper": self.gripper,
             "gripper_max_opening_m": GRIPPER_MAX_OPENING,
             "ee_z_min_m": self.ee_z_min,
+            "ee_posture_gain": self.ee_posture_gain,
             "dim": self.dim,
         }
 
@@ -173,6 +178,7 @@ class ActionSpec:
             home=np.asarray(d["home"], dtype=np.float64),
             gripper=bool(d["gripper"]),
             ee_z_min=None if d.get("ee_z_min_m") is None else float(d["ee_z_min_m"]),
+            ee_posture_gain=float(d.get("ee_posture_gain", 0.0)),
         )
 
 
@@ -180,6 +186,7 @@ class ActionSpec:
 # about 5.3 cm below the TCP, so they stop about 1 cm above the table, low enough to push and
 # grasp a 5 cm cube. A robot whose table sits elsewhere needs its own value in the action spec.
 EE_Z_MIN = 0.065  # m
+EE_POSTURE_GAIN = 0.1  # a tenth of the posture error per step: a 0.4 s time constant at 25 Hz
 
 
 def make_action_spec(mode: str = JOINT_DELTA, gripper: bool = False) -> ActionSpec:
@@ -195,6 +202,7 @@ def make_action_spec(mode: str = JOINT_DELTA, gripper: bool = False) -> ActionSp
         home=PANDA_HOME.copy(),
         gripper=gripper,
         ee_z_min=EE_Z_MIN if mode == EE_DELTA else None,
+        ee_posture_gain=EE_POSTURE_GAIN if mode == EE_DELTA else 0.0,
     )
 
 
@@ -347,7 +355,9 @@ def action_to_joint_targets(
     ``ee_delta``: the end-effector displacement ``ee_scale`` * action, its downward part cut so
     the TCP (at ``ee_pos``, base frame) stays at or above ``spec.ee_z_min``, is turned into
     joint displacements by damped least squares on the 3x7 position Jacobian ``ee_jacobian``
-    (robot joints). Non-finite actions are treated as zero (hold), never passed on.
+    (robot joints), plus a pull of the joints towards ``spec.home`` in the Jacobian's null
+    space (``spec.ee_posture_gain``), which keeps the hand vertical and the joints off their
+    limits. Non-finite actions are treated as zero (hold), never passed on.
     """
     a = np.asarray(action, dtype=np.float64)
     if a.shape != (spec.dim,):
@@ -383,7 +393,13 @@ def sanitized_action_to_joint_targets(
             floor = spec.ee_z_min - float(ee_pos[2])
             if dx[2] < floor:
                 dx[2] = floor
-        dq = damped_least_squares(ee_jacobian, dx)
+        if spec.ee_posture_gain > 0:
+            # Null-space posture: v pulls the joints towards home; J+ (dx - J v) + v moves the
+            # TCP by dx (up to the damping) and spends the remaining freedom on the pull.
+            v = spec.ee_posture_gain * (spec.home - joint_pos)
+            dq = damped_least_squares(ee_jacobian, dx - ee_jacobian @ v) + v
+        else:
+            dq = damped_least_squares(ee_jacobian, dx)
     targets = np.minimum(np.maximum(joint_pos + dq, spec.lower), spec.upper)
     gripper = None
     if spec.gripper:

@@ -148,3 +148,17 @@ def test_ee_delta_never_commands_the_tcp_below_its_floor():
     near[2] = spec.ee_z_min - 0.01
     targets, _ = policy_io.action_to_joint_targets(spec, down, PANDA_HOME, jac, near)
     assert kin.ee_pos(targets)[2] - start[2] == pytest.approx(0.01, rel=0.1)
+
+
+def test_ee_delta_posture_pull_moves_joints_home_without_moving_the_tcp():
+    kin = PandaKinematics()
+    spec = policy_io.make_action_spec("ee_delta")
+    assert spec.ee_posture_gain == policy_io.EE_POSTURE_GAIN > 0
+    q = PANDA_HOME + np.array([0.3, -0.2, 0.25, 0.2, -0.3, 0.2, 0.4])
+    jac, ee = kin.ee_jacobian(q), kin.ee_pos(q)
+    targets, _ = policy_io.action_to_joint_targets(spec, np.zeros(3), q, jac, ee)
+    dq = targets - q
+    # Closer to home by about the gain's share, with the TCP held (first order: J dq ~ 0).
+    assert np.linalg.norm(targets - PANDA_HOME) < 0.97 * np.linalg.norm(q - PANDA_HOME)
+    assert np.linalg.norm(jac @ dq) < 0.05 * np.linalg.norm(dq)
+    assert np.linalg.norm(kin.ee_pos(targets) - ee) < 0.003
