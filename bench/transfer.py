@@ -79,6 +79,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=100,
         help="episodes per sweep point and held-out set (default 100)",
     )
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        choices=ARMS,
+        default=list(ARMS),
+        help="which policies to train and judge (default all three; nominal and randomized are "
+        "needed for the first two figures, adr for the third)",
+    )
     p.add_argument("--no-sweep", action="store_true", help="held-out set and nominal only")
     p.add_argument("--no-scripted", action="store_true",
                    help="leave out the scripted controller (a reference line: it shows each "
@@ -216,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(args.adr_settings, "buffer_size: 2\n")
     t_start = time.monotonic()
 
-    sources = {arm: getattr(args, arm) or train_arm(arm, args) for arm in ARMS}
+    if not {"nominal", "randomized"} <= set(args.arms):
+        raise SystemExit("--arms: nominal and randomized are both needed")
+    sources = {arm: getattr(args, arm) or train_arm(arm, args) for arm in args.arms}
     runs = {arm: s for arm, s in sources.items() if os.path.isdir(s)}
 
     heldout = robustness.heldout_sets(task_key)
@@ -227,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory() as tmp:
         actors = []
-        for arm in ARMS:
+        for arm in args.arms:
             # The final model of every run: "best" is picked on randomized success, which
             # would favour the nominal-only run's most robust moment.
             a = robustness.load_actor(sources[arm], tmp, which="final")
@@ -249,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     names = list(heldout)
     res: dict = {"task": args.task, "episodes": args.episodes, "quick": args.quick,
                  "sources": sources, "arms": {}}  # fmt: skip
-    for arm in [*ARMS, *([] if args.no_scripted else ["scripted"])]:
+    for arm in [*args.arms, *([] if args.no_scripted else ["scripted"])]:
         nom_s, nom_n = pooled(points, arm, [robustness.NOMINAL])
         ho_s, ho_n = pooled(points, arm, names)
         res["arms"][arm] = {
