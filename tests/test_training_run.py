@@ -142,3 +142,20 @@ def test_resume_refuses_changed_settings_and_missing_runs(tmp_path):
         main(["train", "--resume", path])
     with pytest.raises(SystemExit, match="already holds a run"):
         main(["train", "--task", "PandaReach", "--run-dir", path])
+
+
+@pytest.mark.parametrize("randomization", ["none", "default"])
+def test_training_envs_use_the_runs_own_randomization(randomization):
+    """A nominal-only run trains on the nominal model (evaluation still judges it randomized)."""
+    from manip_rl.policies.train import make_vec_env
+
+    cfg = tiny_config("ppo", randomization=randomization)
+    venv = make_vec_env(cfg, 0)
+    try:
+        configs = venv.get_attr("randomization_config")
+    finally:
+        venv.close()
+    if randomization == "none":
+        assert configs == [None, None]
+    else:
+        assert all(c is not None and c.physics for c in configs)

@@ -151,7 +151,13 @@ def resume(path: str, args: argparse.Namespace) -> int:
 def make_vec_env(cfg: dict, seed: int, wrap: Any = None):
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    fns = [cfgmod.env_factory(cfg, randomized=True, seed=seed + i) for i in range(cfg["n_envs"])]
+    # Train on exactly the run's randomization. env_factory(randomized=True) falls back to the
+    # task's default ranges for a run without any (right for judging a nominal-only run under
+    # randomization, wrong for training it).
+    randomized = cfgmod.randomization_dict(cfg) is not None
+    fns = [
+        cfgmod.env_factory(cfg, randomized=randomized, seed=seed + i) for i in range(cfg["n_envs"])
+    ]
     if wrap is not None:  # ADR: each env draws its episodes from the current ADR ranges
         fns = [wrap(f) for f in fns]
     if cfg["vec_env"] == "chunked" and cfg["n_envs"] > 1:
