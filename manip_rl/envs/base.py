@@ -35,6 +35,7 @@ class PandaEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1 / scene.CONTROL_PERIOD))}
     task: str = ""
     has_gripper: bool = False
+    dense_uses_ee: bool = False  # the dense reward needs the TCP position (info["ee_pos"])
 
     def __init__(
         self,
@@ -214,7 +215,12 @@ class PandaEnv(gym.Env):
             far = np.sum(diff * diff, axis=-1) > self._threshold_sq
             return -far.astype(np.float32)
         ee = None
-        if info is not None:
+        if self.dense_uses_ee:
+            if info is None:
+                raise ValueError(
+                    f"{type(self).__name__}'s dense reward needs the TCP position: pass the "
+                    "step's info (info['ee_pos']) to compute_reward"
+                )
             ee = (
                 info["ee_pos"]
                 if isinstance(info, Mapping)

@@ -39,11 +39,6 @@ class PandaPickPlaceEnv(PandaPushEnv):
     def _dense_terms(
         self, achieved: np.ndarray, desired: np.ndarray, ee: np.ndarray | None
     ) -> dict[str, np.ndarray]:
-        if ee is None:
-            raise ValueError(
-                "PandaPickPlace's dense reward needs the TCP position: pass the step's info "
-                "(info['ee_pos']) to compute_reward"
-            )
         diff, rel = achieved - desired, ee - achieved
         return {
             "goal_distance": -np.sqrt(np.sum(diff * diff, axis=-1)),
