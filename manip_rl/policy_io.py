@@ -183,7 +183,7 @@ class ActionSpec:
 
 
 # The tabletop's TCP floor: the table top is z = 0 in the base frame and the fingertips are
-# about 5.3 cm below the TCP, so they stop about 1 cm above the table, low enough to push and
+# about 5.3 cm below the TCP, so they stop about 1.5 cm above the table, low enough to push and
 # grasp a 5 cm cube. A robot whose table sits elsewhere needs its own value in the action spec.
 EE_Z_MIN = 0.065  # m
 EE_POSTURE_GAIN = 0.1  # a tenth of the posture error per step: a 0.4 s time constant at 25 Hz
@@ -356,8 +356,7 @@ def action_to_joint_targets(
     the TCP (at ``ee_pos``, base frame) stays at or above ``spec.ee_z_min``, is turned into
     joint displacements by damped least squares on the 3x7 position Jacobian ``ee_jacobian``
     (robot joints), plus a pull of the joints towards ``spec.home`` in the Jacobian's null
-    space (``spec.ee_posture_gain``), which keeps the hand vertical and the joints off their
-    limits. Non-finite actions are treated as zero (hold), never passed on.
+    space (``spec.ee_posture_gain``), which keeps the joints off their limits. Non-finite actions are treated as zero (hold), never passed on.
     """
     a = np.asarray(action, dtype=np.float64)
     if a.shape != (spec.dim,):
