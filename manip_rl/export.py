@@ -131,24 +131,22 @@ class FlatPolicy(nn.Module):
         self.act_dim = int(act_dim)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        # In-place clamps and tanh on tensors made here: at batch 1 an allocation is a sizeable
-        # share of an op's cost.
         x = obs
         if self.normalize:
             # float32 obs * float64 scale promotes to float64 inside the one op (exact upcast).
             x64 = torch.addcmul(self.obs_shift, x, self.obs_scale)
             if self.clip_per_dim:
-                x64 = x64.clamp_(self.obs_clip_low, self.obs_clip_high)
+                x64 = torch.clamp(x64, self.obs_clip_low, self.obs_clip_high)
             else:
-                x64 = x64.clamp_(-self.clip_obs, self.clip_obs)
+                x64 = torch.clamp(x64, -self.clip_obs, self.clip_obs)
             x = x64.to(torch.float32)
         a = self.actor(x)
         if self.squash:
             # gSDE with squash_output: the mode is tanh(mean); unscaling [-1, 1] to the action
             # space bounds [-1, 1] is the identity.
-            return a.tanh_()
+            return torch.tanh(a)
         # SB3's predict clips the Gaussian mean to the action space bounds.
-        return a.clamp_(-1.0, 1.0)
+        return torch.clamp(a, -1.0, 1.0)
 
 
 def weights_sha256(module: nn.Module) -> str:
