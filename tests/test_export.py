@@ -279,7 +279,8 @@ def test_weights_hash_covers_parameters_and_normalization(ppo_flat, ppo_file):
     torch.jit.load(ppo_file, _extra_files=extra)
     recorded = json.loads(extra[METADATA_FILE])["weights_sha256"]
     assert weights_sha256(module) == recorded
-    for name in ("actor.0.0.weight", "obs_shift"):
+    first_weight = next(n for n, _ in module.named_parameters() if n.startswith("actor."))
+    for name in (first_weight, "obs_shift"):
         changed = torch.jit.load(ppo_file)
         with torch.no_grad():
             _tensor(changed, name).view(-1)[0] += 1e-6
@@ -358,7 +359,8 @@ def test_refuses_unknown_schema_version(tmp_path, ppo_file):
 def test_refuses_weights_that_do_not_match_their_hash(tmp_path, ppo_file):
     md = json.dumps(_metadata(ppo_file))
     path = str(tmp_path / "tampered.pt")
-    _resave(ppo_file, path, md, lambda m: _tensor(m, "actor.1.weight").mul_(1.01))
+    last = [n for n, _ in torch.jit.load(ppo_file).named_parameters() if n.endswith("weight")][-1]
+    _resave(ppo_file, path, md, lambda m: _tensor(m, last).mul_(1.01))
     with pytest.raises(PolicyFileError, match="weights hash mismatch"):
         load_policy(path)
     # Normalization statistics are weights too.
