@@ -460,6 +460,7 @@ def plot(points: Sequence[Point], path: str, task: str | None = None) -> None:
         succ = [p.success if p else np.nan for p in vals]
         err = np.array([[p.success - p.interval[0], p.interval[1] - p.success] if p else [0, 0]
                         for p in vals]).T  # fmt: skip
+        err = np.clip(err, 0.0, None)  # a 100% point's upper end equals it up to rounding
         ax.bar(x, succ, width, yerr=err if ok else None, capsize=2,
                color=colors[k % len(colors)], label=pol)  # fmt: skip
     ax.set_xticks(np.arange(len(sets)) + 0.4 - width / 2, sets, rotation=35, ha="right")
