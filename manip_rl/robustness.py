@@ -206,7 +206,8 @@ class ScriptedActor(Actor):
         from manip_rl.envs.scripted import scripted_policy
 
         ctrls = [scripted_policy(e) for e in envs]
-        return lambda obs: np.stack([c(o) for c, o in zip(ctrls, obs, strict=True)])
+        # The last batch of a point may hold fewer episodes than there are envs.
+        return lambda obs: np.stack([c(o) for c, o in zip(ctrls[: len(obs)], obs, strict=True)])
 
 
 def load_actor(spec: str, tmpdir: str, which: str | None = None) -> Actor:

@@ -127,6 +127,12 @@ def test_a_shift_that_breaks_the_physics_lowers_a_strong_policys_success():
     assert by[("actuator_gain_scale", 0.05)].interval[1] < nominal.interval[0] + 0.3
 
 
+def test_the_scripted_reference_handles_a_last_batch_smaller_than_its_envs():
+    actor = rb.ScriptedActor("manip_rl/PandaReach-v0")
+    (point,) = rb.sweep([actor], {}, {}, episodes=11, progress=False)
+    assert point.episodes == 11 and point.success >= 0.8
+
+
 @pytest.fixture(scope="module")
 def tiny_policy(tmp_path_factory):
     """A PPO policy trained on Reach for 200 steps and exported: a real, if weak, policy file."""
