@@ -43,26 +43,31 @@ def _trained_policy(tmp_path) -> str:
     )
 
 
-def test_episode_solved_through_ros(tmp_path):
-    policy = _trained_policy(tmp_path)
+def _demo(policy: str, tmp_path, domain: int, timeout: float) -> tuple[dict, str]:
+    """`manip-rl demo` over 3 episodes in a domain of its own: (its JSON results, its stdout)."""
     out = tmp_path / "demo.json"
     proc = subprocess.run(
         [sys.executable, "-m", "manip_rl.cli", "demo", "--policy", policy, "--episodes", "3",
          "--json", str(out)],
-        env=dds.local_env(dds.domain_id_for(7)),
+        env=dds.local_env(dds.domain_id_for(domain)),
         capture_output=True,
         text=True,
-        timeout=150,
+        timeout=timeout,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
     assert result["episodes"] == 3
-    assert result["successes"] >= 1, f"no episode solved through ROS 2:\n{proc.stdout}"
+    return result, proc.stdout
+
+
+def test_episode_solved_through_ros(tmp_path):
+    result, stdout = _demo(_trained_policy(tmp_path), tmp_path, 7, timeout=150)
+    assert result["successes"] >= 1, f"no episode solved through ROS 2:\n{stdout}"
     loop = result["loop"]
     # Three 2 s episodes at 25 Hz: commands flowed at the control rate.
     assert loop["commands"] >= 3 * 40
     assert abs(loop["loop_rate_hz"] - 25.0) < 2.5, loop
-    assert "success through ROS 2" in proc.stdout
+    assert "success through ROS 2" in stdout
 
 
 def test_demo_refuses_a_missing_policy_file(tmp_path):
@@ -82,17 +87,6 @@ def test_push_episode_solved_through_ros(tmp_path):
     the measured joints, the floor and the posture pull from the file's action spec) pushes the
     cube through ROS 2, reading the cube's pose and the goal from sim_arm's topics."""
     policy = dds.REPO_ROOT / "manip_rl" / "policies" / "pretrained" / "panda_push.pt"
-    out = tmp_path / "demo.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "manip_rl.cli", "demo", "--policy", str(policy), "--episodes",
-         "3", "--json", str(out)],
-        env=dds.local_env(dds.domain_id_for(9)),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = json.loads(out.read_text())
-    assert result["episodes"] == 3
-    assert result["successes"] >= 2, f"Push through ROS 2:\n{proc.stdout}"
+    result, stdout = _demo(str(policy), tmp_path, 9, timeout=180)
+    assert result["successes"] >= 2, f"Push through ROS 2:\n{stdout}"
     assert abs(result["loop"]["loop_rate_hz"] - 25.0) < 2.5, result["loop"]
