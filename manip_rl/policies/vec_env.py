@@ -80,9 +80,7 @@ def _worker(remote, parent_remote, fns_wrapper: CloudpickleWrapper) -> None:  # 
             remote.send(ok)
         elif cmd == "set_attr":
             local, name, value = data
-            for i in local:
-                setattr(envs[i], name, value)
-            remote.send(None)
+            remote.send([setattr(envs[i], name, value) for i in local])
         elif cmd == "is_wrapped":
             local, wrapper = data
             remote.send([is_wrapped(envs[i], wrapper) for i in local])
@@ -206,11 +204,7 @@ class ChunkedSubprocVecEnv(VecEnv):
         return self._ask(indices, "get_attr", attr_name)
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        groups = self._by_worker(indices)
-        for w, local in groups.items():
-            self.remotes[w].send(("set_attr", (local, attr_name, value)))
-        for w in groups:
-            self.remotes[w].recv()
+        self._ask(indices, "set_attr", attr_name, value)
 
     def has_attr(self, attr_name: str) -> bool:
         for remote in self.remotes:
