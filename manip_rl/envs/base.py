@@ -36,6 +36,7 @@ class PandaEnv(gym.Env):
     task: str = ""
     has_gripper: bool = False
     dense_uses_ee: bool = False  # the dense reward needs the TCP position (info["ee_pos"])
+    dense_uses_grasp: bool = False  # ... and whether both fingers hold the cube (info["is_grasped"])
 
     def __init__(
         self,
@@ -98,6 +99,9 @@ class PandaEnv(gym.Env):
         self._bias_vec = np.zeros(_N_SENSE)  # this episode's sensor bias
         self._action_noise = 0.0
         self._rng = self.np_random
+        # Geoms of each finger body, as masks over all geoms, for the grasp test.
+        finger_bodies = self.ids.arm_bodies[-2:]
+        self._finger_geom = [self.model.geom_bodyid == b for b in finger_bodies]
 
     # ----------------------------------------------------------------- Gymnasium API
     def reset(
@@ -188,8 +192,11 @@ class PandaEnv(gym.Env):
         if self.reward_type == "sparse":
             diff = ach - des
             terms = {"goal_reached": -1.0 if diff @ diff > self._threshold_sq else 0.0}
-        else:
-            terms = {k: float(v) for k, v in self._dense_terms(ach, des, ee).items()}
+        grasped = None
+        if self.dense_uses_grasp:
+            grasped = np.float32(1.0 if self.is_grasped() else 0.0)
+        if self.reward_type != "sparse":
+            terms = {k: float(v) for k, v in self._dense_terms(ach, des, ee, grasped).items()}
         reward = sum(terms.values())
         info = {
             "is_success": 1.0 if self._is_success() else 0.0,
@@ -197,6 +204,8 @@ class PandaEnv(gym.Env):
             # What compute_reward needs, besides the goals, to recompute the dense reward.
             "ee_pos": ee,
         }
+        if grasped is not None:
+            info["is_grasped"] = grasped
         # Manipulation tasks here have no terminal state: the episode ends only by the time
         # limit in the registration (truncation, never termination; SB3 #633).
         return obs, reward, False, False, info
@@ -226,15 +235,27 @@ class PandaEnv(gym.Env):
                 if isinstance(info, Mapping)
                 else np.array([i["ee_pos"] for i in info], dtype=np.float32)
             )
-        terms = self._dense_terms(achieved, desired, ee)
+        grasped = None
+        if self.dense_uses_grasp:
+            grasped = (
+                info["is_grasped"]
+                if isinstance(info, Mapping)
+                else np.array([i["is_grasped"] for i in info], dtype=np.float32)
+            )
+        terms = self._dense_terms(achieved, desired, ee, grasped)
         total = sum(terms.values())
         return np.float32(total) if np.ndim(total) == 0 else total.astype(np.float32)
 
     def _dense_terms(
-        self, achieved: np.ndarray, desired: np.ndarray, ee: np.ndarray | None
+        self,
+        achieved: np.ndarray,
+        desired: np.ndarray,
+        ee: np.ndarray | None,
+        grasped: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
-        """The dense reward's terms, by name, for (batches of) achieved goal, desired goal and
-        TCP position (``ee`` may be None where a task's terms do not use it). One function
+        """The dense reward's terms, by name, for (batches of) achieved goal, desired goal,
+        TCP position and grasp flag (``ee`` and ``grasped`` are None where a task's terms do not
+        use them). One function
         serves the step and ``compute_reward``, so relabelled goals get exactly the reward a
         step would have given. Default: minus the distance."""
         diff = achieved - desired
@@ -303,6 +324,18 @@ class PandaEnv(gym.Env):
     def ee_position(self) -> np.ndarray:
         """True end-effector position (m, base frame)."""
         return self.data.site_xpos[self.ids.ee_site].copy()
+
+    def is_grasped(self) -> bool:
+        """Whether both fingers touch the cube (MuJoCo's contacts after the last step)."""
+        if self.ids.object_body < 0:
+            return False
+        geom = self.data.contact.geom  # (ncon, 2)
+        if geom.shape[0] == 0:
+            return False
+        obj = self.ids.object_geom
+        other = np.where(geom[:, 0] == obj, geom[:, 1], np.where(geom[:, 1] == obj, geom[:, 0], -1))
+        other = other[other >= 0]
+        return bool(self._finger_geom[0][other].any() and self._finger_geom[1][other].any())
 
     @property
     def object_position(self) -> np.ndarray:

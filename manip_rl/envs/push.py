@@ -81,7 +81,11 @@ class PandaPushEnv(PandaEnv):
         return self.data.qpos[o : o + 3]
 
     def _dense_terms(
-        self, achieved: np.ndarray, desired: np.ndarray, ee: np.ndarray | None
+        self,
+        achieved: np.ndarray,
+        desired: np.ndarray,
+        ee: np.ndarray | None,
+        grasped: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         to_goal = desired[..., :2] - achieved[..., :2]
         norm = np.sqrt(np.sum(to_goal * to_goal, axis=-1, keepdims=True))

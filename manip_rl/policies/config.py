@@ -23,6 +23,7 @@ TOP_KEYS = (
     "env_id", "algo", "task", "seed", "total_timesteps", "n_envs", "vec_env", "policy",
     "policy_kwargs", "hyperparams", "normalize", "randomization", "action_mode", "flatten_obs",
     "eval", "checkpoint_freq", "log_interval", "device", "torch_threads", "n_workers",
+    "max_minutes",
 )  # fmt: skip
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -124,6 +125,10 @@ def validate(cfg: Mapping) -> None:
     for key in ("total_timesteps", "n_envs"):
         if not isinstance(cfg.get(key), int) or cfg[key] < 1:
             raise ConfigError(f"{key}={cfg.get(key)!r}: must be a positive integer")
+    limit = cfg.get("max_minutes")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float)
+                              or limit <= 0):
+        raise ConfigError(f"max_minutes={limit!r}: must be a positive number of minutes")
     if cfg["vec_env"] not in VEC_ENVS:
         raise ConfigError(f"vec_env={cfg['vec_env']!r}: use one of {', '.join(VEC_ENVS)}")
     act = (cfg.get("policy_kwargs") or {}).get("activation_fn")

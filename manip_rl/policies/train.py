@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override any configuration value, e.g. hyperparams.learning_rate=1e-4, "
                         "policy_kwargs.net_arch=[64,64]; repeatable")  # fmt: skip
     p.add_argument("--timesteps", type=int, help="total environment steps (total_timesteps)")
+    p.add_argument("--max-minutes", type=float,
+                   help="wall-clock budget (max_minutes): stop with a last evaluation and "
+                        "checkpoint once the run has trained this long, resumed time included")  # fmt: skip
     p.add_argument("--n-envs", type=int, help="parallel environments (n_envs)")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--randomization", help="default | none | a YAML path")
@@ -67,6 +70,7 @@ def resolve_config(args: argparse.Namespace) -> dict:
     cfg = cfgmod.load_config(args.task, args.algo, args.config)
     shortcuts = {
         "total_timesteps": args.timesteps,
+        "max_minutes": args.max_minutes,
         "n_envs": args.n_envs,
         "seed": args.seed,
         "randomization": args.randomization,
@@ -128,18 +132,24 @@ def resume(path: str, args: argparse.Namespace) -> int:
     if given:
         raise SystemExit(
             f"manip-rl train: --resume continues {path} with its own config.yaml; "
-            f"{', '.join(given)} cannot change it (only --timesteps can extend it). "
+            f"{', '.join(given)} cannot change it (only --timesteps and --max-minutes can extend it). "
             "Start a new run to train with other settings."
         )
     cfg = dict(r.config)
     if args.timesteps:
         cfg["total_timesteps"] = args.timesteps
+    if args.max_minutes:
+        cfg["max_minutes"] = args.max_minutes
     if cfg != r.config:
         rundir.write_config(path, cfg)
     if r.latest_checkpoint() is None:
         raise SystemExit(
             f"manip-rl train: {path} has no checkpoint to resume from; start it afresh"
         )
+    limit = cfg.get("max_minutes")
+    if limit and float(r.latest_checkpoint().get("wall_s", 0.0)) >= 60.0 * float(limit):
+        print(f"{path} is complete (max_minutes={limit}); extend it with --max-minutes M")
+        return 0
     if r.latest_checkpoint()["timesteps"] >= cfg["total_timesteps"]:
         print(f"{path} is complete ({cfg['total_timesteps']} steps); extend it with --timesteps N")
         return 0
@@ -310,6 +320,9 @@ class RunCallback(BaseCallback):
         self.last_eval = self.last_ckpt = steps
         self.best = self._read_best()
         self.t0 = time.monotonic()
+        limit = cfg.get("max_minutes")
+        self.max_wall_s = 60.0 * float(limit) if limit else None
+        self.out_of_time = False
         self._evaluators: dict[bool, Any] = {}
         # Called with the step count before each checkpoint is written (ADR saves its ranges).
         self.checkpoint_hooks: list[Any] = []
@@ -335,12 +348,16 @@ class RunCallback(BaseCallback):
         return env if isinstance(env, VecNormalize) else None
 
     def _on_step(self) -> bool:
-        return True
+        return not self.out_of_time
 
     def _on_rollout_start(self) -> None:
         # Called after each update: the saved model has learned from every counted step.
         n = self.model.num_timesteps
         self.logger.record("time/wall_s", round(self.wall_s, 2))
+        if self.max_wall_s is not None and self.wall_s >= self.max_wall_s:
+            self.out_of_time = True  # _on_step ends learn(); finish() evaluates and saves
+            print(f"\n{self.path}: max_minutes={self.cfg['max_minutes']} reached at {n} steps")
+            return
         if self.eval_freq and n - self.last_eval >= self.eval_freq:
             self.evaluate()
         if self.checkpoint_freq and n - self.last_ckpt >= self.checkpoint_freq:
