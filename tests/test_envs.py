@@ -35,7 +35,13 @@ def test_gymnasium_and_sb3_env_checkers_pass(env_id):
 
 
 @pytest.mark.parametrize(
-    "env_id", ["manip_rl/PandaReachDense-v0", "manip_rl/PandaPushDense-v0", "manip_rl/PandaPush-v0"]
+    "env_id",
+    [
+        "manip_rl/PandaReachDense-v0",
+        "manip_rl/PandaPushDense-v0",
+        "manip_rl/PandaPush-v0",
+        "manip_rl/PandaPickPlaceDense-v0",
+    ],
 )
 def test_reward_terms_add_up_to_the_reward_and_match_compute_reward(env_id):
     env = gym.make(env_id, randomization="default")
@@ -53,6 +59,9 @@ def test_reward_terms_add_up_to_the_reward_and_match_compute_reward(env_id):
     if env_id == "manip_rl/PandaPushDense-v0":
         assert set(terms) == {"approach", "place", "success"}
         assert 0 < reward < 2 / 3  # random actions: no success
+    if env_id == "manip_rl/PandaPickPlaceDense-v0":
+        assert set(terms) == {"reach", "grasp", "place", "success"}
+        assert info["is_grasped"] in (0.0, 1.0)
 
 
 def test_push_dense_reward_stages():
@@ -76,7 +85,10 @@ def test_push_dense_reward_stages():
         base.compute_reward(cube, goal, None)
 
 
-@pytest.mark.parametrize("env_id", ["manip_rl/PandaReach-v0", "manip_rl/PandaPushDense-v0"])
+@pytest.mark.parametrize(
+    "env_id",
+    ["manip_rl/PandaReach-v0", "manip_rl/PandaPushDense-v0", "manip_rl/PandaPickPlaceDense-v0"],
+)
 def test_vectorized_compute_reward_equals_per_sample(env_id):
     env = gym.make(env_id)
     obs, _ = env.reset(seed=0)
@@ -157,7 +169,9 @@ def test_step_reports_state_after_physics():
     np.testing.assert_allclose(ee_now, d.site_xpos[env.ids.ee_site], atol=1e-9)
 
 
-@pytest.mark.parametrize("env_id", ["manip_rl/PandaReach-v0", "manip_rl/PandaPush-v0"])
+@pytest.mark.parametrize(
+    "env_id", ["manip_rl/PandaReach-v0", "manip_rl/PandaPush-v0", "manip_rl/PandaPickPlace-v0"]
+)
 def test_scripted_controller_solves_the_task(env_id):
     """Not learned: shows the task is physically solvable from its initial states."""
     env = gym.make(env_id)
@@ -243,6 +257,47 @@ def test_rgb_array_rendering():
     assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8
     assert frame.std() > 5  # a scene, not a blank image
     env.close()
+
+
+def test_pick_place_dense_reward_stages():
+    """Hand-placed states: at the grasping pose beats far off, holding beats not, holding it
+    nearer the goal pays more, success pays 1."""
+    env = gym.make("manip_rl/PandaPickPlaceDense-v0", action_mode="ee_delta")
+    base = env.unwrapped
+    cube, goal = np.array([0.5, 0.0, 0.025], np.float32), np.array([0.5, 0.1, 0.2], np.float32)
+    pose = cube + np.array([0, 0, 0.045], np.float32)
+
+    def reward(ee, grasped, achieved=cube):
+        info = {"ee_pos": np.asarray(ee, np.float32), "is_grasped": np.float32(grasped)}
+        return float(base.compute_reward(achieved, goal, info))
+
+    assert reward(pose, 0) > reward(pose + [0.1, 0, 0], 0) > reward(pose + [0.3, 0, 0.2], 0)
+    assert reward(pose, 1) > reward(pose, 0) + 0.2  # the grasp term: 1/4
+    lifted = np.array([0.5, 0.05, 0.12], np.float32)
+    assert reward(lifted + [0, 0, 0.045], 1, lifted) > reward(pose, 1)
+    # Dragged (not held) nearer the goal earns no place term.
+    assert reward(lifted + [0, 0, 0.045], 0, lifted) == pytest.approx(reward(pose, 0), abs=1e-6)
+    assert reward(goal + [0, 0, 0.045], 1, goal) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="is_grasped"):
+        base.compute_reward(cube, goal, None)
+
+
+def test_grasp_is_read_from_both_fingers_touching_the_cube():
+    """MuJoCo contacts: no grasp with the gripper open above the cube; a grasp while the scripted
+    controller carries it; none again after the fingers open."""
+    env = gym.make("manip_rl/PandaPickPlaceDense-v0")
+    policy = scripted_policy(env)
+    obs, _ = env.reset(seed=0, options={"goal": (0.5, 0.0, 0.2)})
+    assert not env.unwrapped.is_grasped()
+    flags = []
+    for _ in range(60):
+        obs, _, _, _, info = env.step(policy(obs))
+        flags.append(info["is_grasped"])
+    assert flags[0] == 0.0 and flags[-1] == 1.0 and info["is_success"] == 1.0
+    assert env.unwrapped.object_position[2] > 0.15  # lifted: only a grasp does that
+    for _ in range(15):  # open the fingers and hold still
+        obs, _, _, _, info = env.step(np.append(np.zeros(7), 1.0))
+    assert info["is_grasped"] == 0.0
 
 
 def test_pick_place_puts_half_the_goals_in_the_air():

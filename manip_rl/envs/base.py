@@ -226,9 +226,12 @@ class PandaEnv(gym.Env):
         ee = None
         if self.dense_uses_ee:
             if info is None:
+                needs = "info['ee_pos'], info['is_grasped']" if self.dense_uses_grasp else (
+                    "info['ee_pos']"
+                )
                 raise ValueError(
                     f"{type(self).__name__}'s dense reward needs the TCP position: pass the "
-                    "step's info (info['ee_pos']) to compute_reward"
+                    f"step's info ({needs}) to compute_reward"
                 )
             ee = (
                 info["ee_pos"]
