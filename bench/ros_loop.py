@@ -7,7 +7,10 @@
 2. **Loop timing at 100 Hz and 500 Hz**: the bridge's command period error and its
    JointState-received -> command-published latency (both timed inside the bridge process with
    ``time.perf_counter``), and overruns (control ticks missed entirely). The peer is a bare rclpy
-   timer at the same rate in its own process, measured in the same run. Policies run at the
+   timer at the same rate in its own process, measured in the same run. Beside the timed window
+   a stall probe (a thread at the same scheduling that only sleeps 1 ms) counts the moments
+   when the machine itself did not run it for more than a period, and the overruns that fell
+   at one of them. Policies run at the
    period they were trained for, so these runs serve a copy of the policy file whose metadata
    says ``control_period_s`` = 1/rate (same weights, same hash; made with
    :func:`retimed_copy`); the arm then moves faster than in training, which the safety filter's
@@ -51,6 +54,31 @@ PEER_TIMER = textwrap.dedent(
     while time.perf_counter() < end:
         rclpy.spin_once(node, timeout_sec=0.1)
     print(json.dumps(stamps))
+    """
+)
+
+
+# A cyclictest-like probe: one thread at the nodes' scheduling that only sleeps 1 ms and records
+# how late it woke. It runs beside the bridge for the whole timed window, so a stall of the
+# machine itself (this is a shared VM) shows in both at the same moment.
+STALL_PROBE = textwrap.dedent(
+    """
+    import json, os, sys, time
+    seconds, rt, limit = float(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+    if rt:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt))
+    clock, stalls, worst, n = time.perf_counter, [], 0.0, 0
+    prev = clock()
+    end = prev + seconds
+    while prev < end:
+        time.sleep(0.001)
+        now = clock()
+        late = now - prev - 0.001
+        worst = max(worst, late)
+        if late > limit:
+            stalls.append([now, late])
+        prev, n = now, n + 1
+    print(json.dumps({"wakeups": n, "worst_s": worst, "stalls": stalls}))
     """
 )
 
@@ -126,8 +154,33 @@ def ros_timing(
         rt_priority=rt_priority,
     )
     with session:
+        # The probe starts with the episode and outlasts it by a little.
+        probe = subprocess.Popen(
+            [sys.executable, "-c", STALL_PROBE, str(seconds + 2.0), str(rt_priority),
+             str(1.0 / rate)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
         session.run_episode(seconds)
-    return summarize_stats(session.bridge_stats())
+        out, _ = probe.communicate(timeout=seconds + 30)
+    stats = session.bridge_stats()
+    result = summarize_stats(stats)
+    result.update(_match_stalls(stats.get("overruns", []), json.loads(out), 1.0 / rate))
+    return result
+
+
+def _match_stalls(overruns: list, probe: dict, period: float) -> dict:
+    """The bridge's overruns next to the probe's stalls: how many fell within 10 ms of one."""
+    stalls = np.asarray([t for t, _ in probe["stalls"]])
+    shared = sum(
+        bool(len(stalls)) and bool(np.min(np.abs(stalls - t)) < 0.010) for t, _ in overruns
+    )
+    return {
+        "overrun_late_ms": [round(late * 1e3, 2) for _, late in overruns],
+        "probe_stalls": len(probe["stalls"]),  # wakeups more than one period late
+        "probe_worst_ms": 1e3 * probe["worst_s"],
+        "overruns_at_probe_stall": shared,
+    }
 
 
 def peer_timer(rate: float, seconds: float, rt_priority: int = 0) -> dict:
@@ -210,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"latency p50 {loop['latency_p50_ms']:.2f} ms p99 {loop['latency_p99_ms']:.2f} "
                 f"ms; inference p50 {loop['inference_p50_ms']:.2f} ms; overruns "
                 f"{loop['overruns']:.0f}; holds {loop['holds']:.0f}"
+            )
+            print(
+                f"  stall probe beside it (an RT thread sleeping 1 ms): {loop['probe_stalls']} "
+                f"wakeups more than {1e3 / rate:g} ms late, worst {loop['probe_worst_ms']:.1f} ms; "
+                f"{loop['overruns_at_probe_stall']} of the bridge's overruns fell within 10 ms "
+                f"of one; overruns late by {loop['overrun_late_ms']} ms"
             )
     if args.out:
         atomic_write_text(args.out, json.dumps(results, indent=1))

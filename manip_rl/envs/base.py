@@ -36,7 +36,9 @@ class PandaEnv(gym.Env):
     task: str = ""
     has_gripper: bool = False
     dense_uses_ee: bool = False  # the dense reward needs the TCP position (info["ee_pos"])
-    dense_uses_grasp: bool = False  # ... and whether both fingers hold the cube (info["is_grasped"])
+    dense_uses_grasp: bool = (
+        False  # ... and whether both fingers hold the cube (info["is_grasped"])
+    )
 
     def __init__(
         self,
@@ -226,8 +228,10 @@ class PandaEnv(gym.Env):
         ee = None
         if self.dense_uses_ee:
             if info is None:
-                needs = "info['ee_pos'], info['is_grasped']" if self.dense_uses_grasp else (
-                    "info['ee_pos']"
+                needs = (
+                    "info['ee_pos'], info['is_grasped']"
+                    if self.dense_uses_grasp
+                    else ("info['ee_pos']")
                 )
                 raise ValueError(
                     f"{type(self).__name__}'s dense reward needs the TCP position: pass the "

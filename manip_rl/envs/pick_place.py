@@ -60,9 +60,7 @@ class PandaPickPlaceEnv(PandaPushEnv):
         reach = (1.0 - np.tanh(TANH_SCALE * d_grasp)) / STAGES
         grasp = held / STAGES
         place = held * (1.0 - np.tanh(TANH_SCALE * d_goal)) / STAGES
-        success = np.where(
-            d_goal < self.distance_threshold, 1.0 - reach - grasp - place, 0.0
-        )
+        success = np.where(d_goal < self.distance_threshold, 1.0 - reach - grasp - place, 0.0)
         return {"reach": reach, "grasp": grasp, "place": place, "success": success}
 
     def _reset_task(self, options: Mapping) -> None:

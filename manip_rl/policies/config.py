@@ -126,8 +126,9 @@ def validate(cfg: Mapping) -> None:
         if not isinstance(cfg.get(key), int) or cfg[key] < 1:
             raise ConfigError(f"{key}={cfg.get(key)!r}: must be a positive integer")
     limit = cfg.get("max_minutes")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float)
-                              or limit <= 0):
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0
+    ):
         raise ConfigError(f"max_minutes={limit!r}: must be a positive number of minutes")
     if cfg["vec_env"] not in VEC_ENVS:
         raise ConfigError(f"vec_env={cfg['vec_env']!r}: use one of {', '.join(VEC_ENVS)}")

@@ -135,7 +135,27 @@ def set_realtime_priority(priority: int) -> str:
             f"real-time priority {priority} not granted ({e}); running with normal scheduling. "
             "Allow it with `ulimit -r 99` / an rtprio entry in /etc/security/limits.conf"
         )
-    return f"running under SCHED_FIFO priority {priority}"
+    locked = lock_memory()
+    return f"running under SCHED_FIFO priority {priority}; " + (
+        "memory locked" if locked is None else f"memory not locked ({locked})"
+    )
+
+
+def lock_memory() -> str | None:
+    """mlockall(MCL_CURRENT | MCL_FUTURE), as ros2_control's realtime_tools lock_memory(): the
+    loop never waits for a page to be brought in. Returns None, or why it failed (it needs
+    CAP_IPC_LOCK or a large enough `ulimit -l`)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError as e:
+        return str(e)
+    mcl_current, mcl_future = 1, 2  # <sys/mman.h> on Linux
+    if libc.mlockall(mcl_current | mcl_future) != 0:
+        return os.strerror(ctypes.get_errno())
+    return None
 
 
 def add_rt_priority_argument(p) -> None:
