@@ -159,3 +159,32 @@ def test_training_envs_use_the_runs_own_randomization(randomization):
         assert configs == [None, None]
     else:
         assert all(c is not None and c.physics for c in configs)
+
+
+def test_max_minutes_ends_a_run_with_a_last_evaluation_and_its_final_model(tmp_path, capsys):
+    """A wall-clock budget far shorter than the step budget: training stops after the update in
+    which it ran out, evaluates, checkpoints and saves the final model; resuming says it is
+    complete, and a larger budget continues it."""
+    from manip_rl.cli import main
+
+    path = str(tmp_path / "timed")
+    os.makedirs(path)
+    cfg = tiny_config("ppo", steps=1_000_000, max_minutes=0.05)  # 3 s of a 2000 s budget
+    rundir.write_config(path, cfg)
+    t0 = time.monotonic()
+    train(path, cfg, progress=False)
+    assert time.monotonic() - t0 < 60
+    run = rundir.load_run(path)
+    ckpt = run.latest_checkpoint()
+    assert 0 < ckpt["timesteps"] < 1_000_000
+    assert ckpt["wall_s"] >= 3.0
+    assert run.evaluations()[-1]["timesteps"] == str(ckpt["timesteps"])
+    assert run.load_model("final").num_timesteps == ckpt["timesteps"]
+    assert "max_minutes=0.05 reached" in capsys.readouterr().out
+    assert main(["train", "--resume", path, "--no-progress"]) == 0
+    assert "is complete (max_minutes=0.05)" in capsys.readouterr().out
+    assert rundir.load_run(path).latest_checkpoint()["timesteps"] == ckpt["timesteps"]
+    assert main(["train", "--resume", path, "--max-minutes", "0.1", "--no-progress"]) == 0
+    assert rundir.load_run(path).latest_checkpoint()["timesteps"] > ckpt["timesteps"]
+    with pytest.raises(cfgmod.ConfigError, match="max_minutes"):
+        cfgmod.validate({**cfg, "max_minutes": -1})
