@@ -21,32 +21,33 @@ import warnings
 TARGET = 1500  # env steps/s, PPO on PandaPush, 2 cores (issue 3)
 
 
-def _timed_learn(model, steps: int) -> float:
+def _timed_learn(model, steps: int, callback=None) -> float:
     """Steps/s of ``model.learn`` after one warm-up rollout and update."""
-    model.learn(model.n_steps * model.n_envs)
+    model.learn(model.n_steps * model.n_envs, callback=callback)
     t0, n0 = time.perf_counter(), model.num_timesteps
-    model.learn(steps, reset_num_timesteps=False)
+    model.learn(steps, reset_num_timesteps=False, callback=callback)
     return (model.num_timesteps - n0) / (time.perf_counter() - t0)
 
 
-def manip_rl_rate(steps: int, n_envs: int, vec_env: str) -> float:
+def manip_rl_rate(steps: int, n_envs: int, vec_env: str, update_threads="auto") -> float:
     import torch
 
     from manip_rl.policies import config as cfgmod
-    from manip_rl.policies.train import make_vec_env
+    from manip_rl.policies.train import UpdateThreads, make_vec_env
 
     torch.set_num_threads(1)
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecNormalize
 
     cfg = cfgmod.load_config("PandaPush", "ppo")
-    cfg.update(n_envs=n_envs, vec_env=vec_env)
+    cfg.update(n_envs=n_envs, vec_env=vec_env, update_threads=update_threads)
     cfg["randomization"] = cfgmod.randomization_dict(cfg)
     venv = VecNormalize(make_vec_env(cfg, 0), **cfg["normalize"])
     model = PPO("MlpPolicy", venv, policy_kwargs=cfgmod.policy_kwargs(cfg), device="cpu",
                 **cfg["hyperparams"])  # fmt: skip
     try:
-        return _timed_learn(model, steps)
+        # As `manip-rl train`: torch threads by phase (update_threads, default all cores).
+        return _timed_learn(model, steps, UpdateThreads.for_config(cfg))
     finally:
         venv.close()
 
@@ -80,6 +81,9 @@ def main() -> None:
     configs = {
         "PandaPush PPO, 8 envs chunked, 2 workers (shipped config)": lambda: manip_rl_rate(
             args.steps, 8, "chunked"
+        ),
+        "PandaPush PPO, 8 envs chunked, updates on 1 thread": lambda: manip_rl_rate(
+            args.steps, 8, "chunked", 1
         ),
         "PandaPush PPO, 8 envs SB3 SubprocVecEnv": lambda: manip_rl_rate(args.steps, 8, "subproc"),
         "PandaPush PPO, 4 envs subproc": lambda: manip_rl_rate(args.steps, 4, "subproc"),

@@ -188,3 +188,43 @@ def test_max_minutes_ends_a_run_with_a_last_evaluation_and_its_final_model(tmp_p
     assert rundir.load_run(path).latest_checkpoint()["timesteps"] > ckpt["timesteps"]
     with pytest.raises(cfgmod.ConfigError, match="max_minutes"):
         cfgmod.validate({**cfg, "max_minutes": -1})
+
+
+def test_update_threads_give_the_gradient_steps_the_cores_and_the_rollouts_one():
+    """Real SB3 PPO: torch runs on one thread while the envs step and on update_threads during
+    the update, and is back on one thread after learn()."""
+    import torch
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from manip_rl.policies.train import UpdateThreads, make_vec_env
+
+    cfg = tiny_config("ppo", update_threads=2)
+    venv = make_vec_env(cfg, 0)
+    from stable_baselines3 import PPO
+
+    model = PPO("MlpPolicy", venv, n_steps=50, batch_size=50, n_epochs=1, device="cpu")
+    seen = {"rollout": set(), "update": set()}
+    train_once = model.train
+
+    def train_and_record():
+        seen["update"].add(torch.get_num_threads())
+        train_once()
+
+    model.train = train_and_record
+
+    class Probe(BaseCallback):
+        def _on_step(self) -> bool:
+            seen["rollout"].add(torch.get_num_threads())
+            return True
+
+    torch.set_num_threads(1)
+    try:
+        model.learn(200, callback=[UpdateThreads.for_config(cfg), Probe()])
+        assert seen == {"rollout": {1}, "update": {2}}
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(1)
+        venv.close()
+    assert UpdateThreads.for_config({"torch_threads": 1}).update >= 1
+    with pytest.raises(cfgmod.ConfigError, match="update_threads"):
+        cfgmod.validate({**cfg, "update_threads": 0})

@@ -23,7 +23,7 @@ TOP_KEYS = (
     "env_id", "algo", "task", "seed", "total_timesteps", "n_envs", "vec_env", "policy",
     "policy_kwargs", "hyperparams", "normalize", "randomization", "action_mode", "flatten_obs",
     "eval", "checkpoint_freq", "log_interval", "device", "torch_threads", "n_workers",
-    "max_minutes",
+    "max_minutes", "update_threads",
 )  # fmt: skip
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint_freq": 20000,
     "device": "cpu",
     "torch_threads": 1,
+    "update_threads": "auto",
 }
 
 
@@ -125,6 +126,11 @@ def validate(cfg: Mapping) -> None:
     for key in ("total_timesteps", "n_envs"):
         if not isinstance(cfg.get(key), int) or cfg[key] < 1:
             raise ConfigError(f"{key}={cfg.get(key)!r}: must be a positive integer")
+    threads = cfg.get("update_threads", "auto")
+    if threads != "auto" and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise ConfigError(f"update_threads={threads!r}: use a positive integer or auto")
     limit = cfg.get("max_minutes")
     if limit is not None and (
         isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0

@@ -224,6 +224,9 @@ def train(path: str, cfg: dict, progress: bool = True, resume_from: dict | None 
     cb = RunCallback(path, cfg, resume_from)
     if adr_cb is not None:
         cb.checkpoint_hooks.append(adr_cb.save_state)
+    callbacks = [cb, UpdateThreads.for_config(cfg)]
+    if adr_cb is not None:
+        callbacks.append(adr_cb)
     remaining = cfg["total_timesteps"] - done_steps
     # SIGTERM (a scheduler's stop) ends training like Ctrl-C: with a checkpoint.
     old = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -231,7 +234,7 @@ def train(path: str, cfg: dict, progress: bool = True, resume_from: dict | None 
         if remaining > 0:
             model.learn(
                 remaining,
-                callback=[cb, adr_cb] if adr_cb is not None else cb,
+                callback=callbacks,
                 reset_num_timesteps=False,
                 log_interval=_log_interval(cfg),
                 progress_bar=progress and sys.stderr.isatty(),
@@ -305,6 +308,47 @@ class _ResumableCSV(CSVOutputFormat):
 
 
 # ------------------------------------------------------------------------------------ callback
+class UpdateThreads(BaseCallback):
+    """Torch threads by phase: ``rollout`` threads while the envs step (the worker processes
+    need the cores then), ``update`` threads for the gradient steps, when the workers wait
+    (bench/train_throughput.py measures both)."""
+
+    def __init__(self, rollout: int, update: int) -> None:
+        super().__init__()
+        self.rollout, self.update = rollout, update
+
+    @staticmethod
+    def for_config(cfg: dict) -> UpdateThreads:
+        rollout = int(cfg.get("torch_threads", 1))
+        update = cfg.get("update_threads", "auto")
+        if update == "auto":
+            update = max(rollout, len(os.sched_getaffinity(0)))
+        return UpdateThreads(rollout, int(update))
+
+    def _on_training_start(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.rollout)
+
+    def _on_rollout_end(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.update)
+
+    def _on_rollout_start(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.rollout)
+
+    def _on_training_end(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.rollout)
+
+    def _on_step(self) -> bool:
+        return True
+
+
 class RunCallback(BaseCallback):
     """Checkpoints, periodic evaluation (randomized and nominal), best model, wall-clock log."""
 
