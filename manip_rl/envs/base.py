@@ -29,6 +29,13 @@ _EE_POS = _SENSOR_SLICES["ee_pos"]
 _NO_OBJECT = np.zeros(7)  # object pose slots of a task without an object
 
 
+def _info_values(info: Any, key: str) -> np.ndarray:
+    """``info[key]`` from one info dict, or stacked from a sequence of them (HER's batches)."""
+    if isinstance(info, Mapping):
+        return info[key]
+    return np.array([i[key] for i in info], dtype=np.float32)
+
+
 class PandaEnv(gym.Env):
     """Base class; see the task classes for the user documentation."""
 
@@ -225,30 +232,16 @@ class PandaEnv(gym.Env):
             diff = achieved - desired
             far = np.sum(diff * diff, axis=-1) > self._threshold_sq
             return -far.astype(np.float32)
-        ee = None
-        if self.dense_uses_ee:
-            if info is None:
-                needs = (
-                    "info['ee_pos'], info['is_grasped']"
-                    if self.dense_uses_grasp
-                    else ("info['ee_pos']")
-                )
-                raise ValueError(
-                    f"{type(self).__name__}'s dense reward needs the TCP position: pass the "
-                    f"step's info ({needs}) to compute_reward"
-                )
-            ee = (
-                info["ee_pos"]
-                if isinstance(info, Mapping)
-                else np.array([i["ee_pos"] for i in info], dtype=np.float32)
+        needs = [k for k, used in (("ee_pos", self.dense_uses_ee),
+                                   ("is_grasped", self.dense_uses_grasp)) if used]  # fmt: skip
+        if needs and info is None:
+            raise ValueError(
+                f"{type(self).__name__}'s dense reward needs the step's "
+                f"{' and '.join(f'info[{k!r}]' for k in needs)}: pass the step's info to "
+                "compute_reward"
             )
-        grasped = None
-        if self.dense_uses_grasp:
-            grasped = (
-                info["is_grasped"]
-                if isinstance(info, Mapping)
-                else np.array([i["is_grasped"] for i in info], dtype=np.float32)
-            )
+        ee = _info_values(info, "ee_pos") if self.dense_uses_ee else None
+        grasped = _info_values(info, "is_grasped") if self.dense_uses_grasp else None
         terms = self._dense_terms(achieved, desired, ee, grasped)
         total = sum(terms.values())
         return np.float32(total) if np.ndim(total) == 0 else total.astype(np.float32)
