@@ -64,18 +64,25 @@ class ScriptedReach:
         return self.ctrl.action(obs, np.asarray(obs["desired_goal"], dtype=np.float64))
 
 
-class ScriptedPush:
-    """Go behind the cube (seen from the goal) above it, descend, push it to the goal."""
+class _CubeController:
+    """Shared by the cube tasks: the controller and the observation's TCP, cube and goal."""
 
     def __init__(self, spec: ActionSpec, layout: ObsLayout) -> None:
         self.ctrl = CartesianController(spec, layout)
         self.s = layout.slices()
 
-    def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+    def read(self, obs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         o = obs["observation"]
         ee = np.asarray(o[self.s["ee_pos"]], dtype=np.float64)
         cube = np.asarray(o[self.s["object_pos"]], dtype=np.float64)
-        goal = np.asarray(obs["desired_goal"], dtype=np.float64)
+        return ee, cube, np.asarray(obs["desired_goal"], dtype=np.float64)
+
+
+class ScriptedPush(_CubeController):
+    """Go behind the cube (seen from the goal) above it, descend, push it to the goal."""
+
+    def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        ee, cube, goal = self.read(obs)
         to_goal = goal[:2] - cube[:2]
         dist = np.linalg.norm(to_goal)
         u = to_goal / max(dist, 1e-6)
@@ -97,22 +104,15 @@ class ScriptedPush:
         return self.ctrl.action(obs, target, gripper=-1.0)
 
 
-class ScriptedPickPlace:
+class ScriptedPickPlace(_CubeController):
     """Above the cube with the gripper open, down, close, carry it to the goal. Stateless: the
     phase is read from the observation (where the TCP is, how far the fingers are closed).
     Measured: 20/20 nominal in either action mode; 70-80% under the default randomization,
     whose sensor noise and latency it does not filter."""
 
-    def __init__(self, spec: ActionSpec, layout: ObsLayout) -> None:
-        self.ctrl = CartesianController(spec, layout)
-        self.s = layout.slices()
-
     def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
-        o = obs["observation"]
-        ee = np.asarray(o[self.s["ee_pos"]], dtype=np.float64)
-        cube = np.asarray(o[self.s["object_pos"]], dtype=np.float64)
-        opening = float(o[self.s["gripper_opening"]][0])
-        goal = np.asarray(obs["desired_goal"], dtype=np.float64)
+        ee, cube, goal = self.read(obs)
+        opening = float(obs["observation"][self.s["gripper_opening"]][0])
         grasp = cube + [0.0, 0.0, GRASP_HEIGHT]
         off = np.linalg.norm(ee[:2] - cube[:2])
         if off < 0.025 and abs(ee[2] - grasp[2]) < 0.025 and opening < HELD_OPENING:
