@@ -8,9 +8,9 @@
    JointState-received -> command-published latency (both timed inside the bridge process with
    ``time.perf_counter``), and overruns (control ticks missed entirely). The peer is a bare rclpy
    timer at the same rate in its own process, measured in the same run. Beside the timed window
-   a stall probe (a thread at the same scheduling that only sleeps 1 ms) counts the moments
-   when the machine itself did not run it for more than a period, and the overruns that fell
-   at one of them. Policies run at the
+   stall probes (on each CPU a pinned process at the same scheduling that only sleeps 1 ms)
+   count the moments when the machine itself did not run them for more than a period, and the
+   overruns that fell at one of them. Policies run at the
    period they were trained for, so these runs serve a copy of the policy file whose metadata
    says ``control_period_s`` = 1/rate (same weights, same hash; made with
    :func:`retimed_copy`); the arm then moves faster than in training, which the safety filter's
@@ -58,13 +58,15 @@ PEER_TIMER = textwrap.dedent(
 )
 
 
-# A cyclictest-like probe: one thread at the nodes' scheduling that only sleeps 1 ms and records
-# how late it woke. It runs beside the bridge for the whole timed window, so a stall of the
-# machine itself (this is a shared VM) shows in both at the same moment.
+# A cyclictest-like probe: on each CPU, a process pinned there at the nodes' scheduling that
+# only sleeps 1 ms and records how late it woke. It runs beside the bridge for the whole timed
+# window, so a stall of the machine itself (this is a shared VM, whose virtual CPUs the host can
+# pause) shows in both at the same moment.
 STALL_PROBE = textwrap.dedent(
     """
     import json, os, sys, time
     seconds, rt, limit = float(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+    os.sched_setaffinity(0, {int(sys.argv[4])})
     if rt:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt))
     clock, stalls, worst, n = time.perf_counter, [], 0.0, 0
@@ -154,31 +156,40 @@ def ros_timing(
         rt_priority=rt_priority,
     )
     with session:
-        # The probe starts with the episode and outlasts it by a little.
-        probe = subprocess.Popen(
-            [sys.executable, "-c", STALL_PROBE, str(seconds + 2.0), str(rt_priority),
-             str(1.0 / rate)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
+        # The probes start with the episode and outlast it by a little.
+        probes = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    STALL_PROBE,
+                    str(seconds + 2.0),
+                    str(rt_priority),
+                    str(1.0 / rate),
+                    str(cpu),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for cpu in sorted(os.sched_getaffinity(0))
+        ]
         session.run_episode(seconds)
-        out, _ = probe.communicate(timeout=seconds + 30)
+        outs = [json.loads(p.communicate(timeout=seconds + 30)[0]) for p in probes]
     stats = session.bridge_stats()
     result = summarize_stats(stats)
-    result.update(_match_stalls(stats.get("overruns", []), json.loads(out), 1.0 / rate))
+    result.update(_match_stalls(stats.get("overruns", []), outs))
     return result
 
 
-def _match_stalls(overruns: list, probe: dict, period: float) -> dict:
-    """The bridge's overruns next to the probe's stalls: how many fell within 10 ms of one."""
-    stalls = np.asarray([t for t, _ in probe["stalls"]])
-    shared = sum(
-        bool(len(stalls)) and bool(np.min(np.abs(stalls - t)) < 0.010) for t, _ in overruns
-    )
+def _match_stalls(overruns: list, probes: list[dict]) -> dict:
+    """The bridge's overruns next to the probes' stalls: how many fell within 10 ms of one (a
+    stall of length L spans the L before the probe's late wakeup)."""
+    spans = [(t - late, t) for p in probes for t, late in p["stalls"]]
+    shared = sum(any(a - 0.010 <= t <= b + 0.010 for a, b in spans) for t, _ in overruns)
     return {
         "overrun_late_ms": [round(late * 1e3, 2) for _, late in overruns],
-        "probe_stalls": len(probe["stalls"]),  # wakeups more than one period late
-        "probe_worst_ms": 1e3 * probe["worst_s"],
+        "probe_stalls": len(spans),  # wakeups more than one period late, all CPUs
+        "probe_worst_ms": 1e3 * max(p["worst_s"] for p in probes),
         "overruns_at_probe_stall": shared,
     }
 
@@ -265,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{loop['overruns']:.0f}; holds {loop['holds']:.0f}"
             )
             print(
-                f"  stall probe beside it (an RT thread sleeping 1 ms): {loop['probe_stalls']} "
+                f"  stall probes beside it (per CPU, sleeping 1 ms): {loop['probe_stalls']} "
                 f"wakeups more than {1e3 / rate:g} ms late, worst {loop['probe_worst_ms']:.1f} ms; "
                 f"{loop['overruns_at_probe_stall']} of the bridge's overruns fell within 10 ms "
                 f"of one; overruns late by {loop['overrun_late_ms']} ms"
