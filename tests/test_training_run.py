@@ -46,6 +46,16 @@ def test_every_algorithm_trains_into_a_loadable_run_directory(tmp_path, algo):
     with open(os.path.join(path, "logs", "progress.csv")) as f:
         steps = [int(r["time/total_timesteps"]) for r in csv.DictReader(f)]
     assert steps == sorted(steps) and steps[-1] == 400
+    with open(os.path.join(path, "logs", "progress.csv")) as f:
+        rows = list(csv.DictReader(f))
+    # The share of sampled actions the env clips, overall and per action dimension (7 joints).
+    out = [
+        float(r["rollout/actions_out_of_bounds"])
+        for r in rows
+        if r.get("rollout/actions_out_of_bounds")
+    ]
+    assert out and all(0.0 <= x <= 1.0 for x in out)
+    assert {f"actions/out_of_bounds_{i}" for i in range(7)} <= set(rows[0])
     assert any(n.startswith("events.out.tfevents") for n in os.listdir(os.path.join(path, "logs")))
 
 

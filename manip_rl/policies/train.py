@@ -18,6 +18,7 @@ import sys
 import time
 from typing import Any
 
+import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import CSVOutputFormat
 
@@ -393,6 +394,19 @@ class RunCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         return not self.out_of_time
+
+    def _on_rollout_end(self) -> None:
+        # How often the sampled actions fall outside [-1, 1], per action dimension: the env
+        # clips them, so a policy whose mean drifts past a bound no longer explores that
+        # direction (a PandaPickPlace run held the TCP down, z = -1, all along; it never lifted).
+        buf = getattr(self.model, "rollout_buffer", None)
+        actions = getattr(buf, "actions", None)
+        if isinstance(actions, np.ndarray) and actions.ndim == 3 and actions.size:
+            out = np.abs(actions.reshape(-1, actions.shape[-1])) > 1.0
+            frac = out.mean(axis=0)
+            self.logger.record("rollout/actions_out_of_bounds", float(out.mean()))
+            for i, f in enumerate(frac):
+                self.logger.record(f"actions/out_of_bounds_{i}", float(f))
 
     def _on_rollout_start(self) -> None:
         # Called after each update: the saved model has learned from every counted step.
