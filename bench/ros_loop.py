@@ -8,7 +8,7 @@
    JointState-received -> command-published latency (both timed inside the bridge process with
    ``time.perf_counter``), and overruns (control ticks missed entirely). The peer is a bare rclpy
    timer at the same rate in its own process, measured in the same run. Beside the timed window
-   stall probes (on each CPU a pinned process at the same scheduling that only sleeps 1 ms)
+   stall probes (on each CPU a pinned process above the nodes' priority that only sleeps 1 ms)
    count the moments when the machine itself did not run them for more than a period, and the
    overruns that fell at one of them. Policies run at the
    period they were trained for, so these runs serve a copy of the policy file whose metadata
@@ -58,8 +58,8 @@ PEER_TIMER = textwrap.dedent(
 )
 
 
-# A cyclictest-like probe: on each CPU, a process pinned there at the nodes' scheduling that
-# only sleeps 1 ms and records how late it woke. It runs beside the bridge for the whole timed
+# A cyclictest-like probe: on each CPU, a process pinned there, above the nodes' real-time
+# priority (so that they cannot delay it), that only sleeps 1 ms and records how late it woke. It runs beside the bridge for the whole timed
 # window, so a stall of the machine itself (this is a shared VM, whose virtual CPUs the host can
 # pause) shows in both at the same moment.
 STALL_PROBE = textwrap.dedent(
@@ -164,7 +164,7 @@ def ros_timing(
                     "-c",
                     STALL_PROBE,
                     str(seconds + 2.0),
-                    str(rt_priority),
+                    str(min(99, rt_priority + 10) if rt_priority else 0),
                     str(1.0 / rate),
                     str(cpu),
                 ],
