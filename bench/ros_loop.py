@@ -59,9 +59,9 @@ PEER_TIMER = textwrap.dedent(
 
 
 # A cyclictest-like probe: on each CPU, a process pinned there, above the nodes' real-time
-# priority (so that they cannot delay it), that only sleeps 1 ms and records how late it woke. It runs beside the bridge for the whole timed
-# window, so a stall of the machine itself (this is a shared VM, whose virtual CPUs the host can
-# pause) shows in both at the same moment.
+# priority (so that they cannot delay it), that only sleeps 1 ms and records how late it woke.
+# It runs beside the bridge for the whole timed window, so a stall of the machine itself (this is
+# a shared VM, whose virtual CPUs the host can pause) shows in both at the same moment.
 STALL_PROBE = textwrap.dedent(
     """
     import json, os, sys, time
@@ -170,7 +170,7 @@ def ros_timing(
                 ],
                 stdout=subprocess.PIPE,
                 text=True,
-            )  # fmt: skip
+            )
             for cpu in sorted(os.sched_getaffinity(0))
         ]
         session.run_episode(seconds)

@@ -43,9 +43,7 @@ class PandaEnv(gym.Env):
     task: str = ""
     has_gripper: bool = False
     dense_uses_ee: bool = False  # the dense reward needs the TCP position (info["ee_pos"])
-    dense_uses_grasp: bool = (
-        False  # ... and whether both fingers hold the cube (info["is_grasped"])
-    )
+    dense_uses_grasp: bool = False  # ... and the grasp flag (info["is_grasped"])
 
     def __init__(
         self,
@@ -198,13 +196,11 @@ class PandaEnv(gym.Env):
         obs = self._observation()
         ee = obs["observation"][self._ee_slice]
         ach, des = obs["achieved_goal"], obs["desired_goal"]
+        grasped = np.float32(self.is_grasped()) if self.dense_uses_grasp else None
         if self.reward_type == "sparse":
             diff = ach - des
             terms = {"goal_reached": -1.0 if diff @ diff > self._threshold_sq else 0.0}
-        grasped = None
-        if self.dense_uses_grasp:
-            grasped = np.float32(1.0 if self.is_grasped() else 0.0)
-        if self.reward_type != "sparse":
+        else:
             terms = {k: float(v) for k, v in self._dense_terms(ach, des, ee, grasped).items()}
         reward = sum(terms.values())
         info = {

@@ -133,8 +133,8 @@ def resume(path: str, args: argparse.Namespace) -> int:
     if given:
         raise SystemExit(
             f"manip-rl train: --resume continues {path} with its own config.yaml; "
-            f"{', '.join(given)} cannot change it (only --timesteps and --max-minutes can extend it). "
-            "Start a new run to train with other settings."
+            f"{', '.join(given)} cannot change it (only --timesteps and --max-minutes can "
+            "extend it). Start a new run to train with other settings."
         )
     cfg = dict(r.config)
     if args.timesteps:
@@ -326,25 +326,23 @@ class UpdateThreads(BaseCallback):
             update = max(rollout, len(os.sched_getaffinity(0)))
         return UpdateThreads(rollout, int(update))
 
-    def _on_training_start(self) -> None:
+    @staticmethod
+    def _use(threads: int) -> None:
         import torch
 
-        torch.set_num_threads(self.rollout)
+        torch.set_num_threads(threads)
+
+    def _on_training_start(self) -> None:
+        self._use(self.rollout)
 
     def _on_rollout_end(self) -> None:
-        import torch
-
-        torch.set_num_threads(self.update)
+        self._use(self.update)
 
     def _on_rollout_start(self) -> None:
-        import torch
-
-        torch.set_num_threads(self.rollout)
+        self._use(self.rollout)
 
     def _on_training_end(self) -> None:
-        import torch
-
-        torch.set_num_threads(self.rollout)
+        self._use(self.rollout)
 
     def _on_step(self) -> bool:
         return True
