@@ -305,3 +305,48 @@ def test_pick_place_puts_half_the_goals_in_the_air():
     heights = [env.reset(seed=s)[0]["desired_goal"][2] for s in range(40)]
     in_air = np.mean(np.array(heights) > 0.03)
     assert 0.25 < in_air < 0.75
+
+
+def test_grasped_starts_put_the_cube_in_the_closed_fingers_above_the_table():
+    """``grasped_start=1``: every episode starts with both fingers on the cube (MuJoCo contacts),
+    at a random height, and lifting the TCP with the gripper closed carries the cube up."""
+    env = gym.make(
+        "manip_rl/PandaPickPlaceDense-v0",
+        action_mode="ee_delta",
+        randomization="default",
+        grasped_start=1.0,
+    )
+    lifts = []
+    for seed in range(8):
+        obs, _ = env.reset(seed=seed)
+        u = env.unwrapped
+        assert u.is_grasped(), seed
+        z0, ee0 = u.object_position[2], u.ee_position[2]
+        lifts.append(z0)
+        for _ in range(8):  # up at half speed, gripper closed
+            obs, _, _, _, info = env.step(np.array([0.0, 0.0, 0.5, -1.0], np.float32))
+        assert info["is_grasped"] == 1.0, seed
+        rise, ee_rise = u.object_position[2] - z0, u.ee_position[2] - ee0
+        assert rise > 0.01 and abs(rise - ee_rise) < 0.005, (seed, rise, ee_rise)  # carried
+    assert np.ptp(lifts) > 0.05  # the start height varies
+
+
+def test_grasped_start_zero_leaves_the_episodes_unchanged_and_bad_values_are_refused():
+    plain = gym.make("manip_rl/PandaPickPlaceDense-v0", randomization="default")
+    off = gym.make("manip_rl/PandaPickPlaceDense-v0", randomization="default", grasped_start=0.0)
+    for seed in range(3):
+        a, _ = plain.reset(seed=seed)
+        b, _ = off.reset(seed=seed)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    half = gym.make("manip_rl/PandaPickPlaceDense-v0", grasped_start=0.5)
+    grasped = []
+    for seed in range(30):
+        half.reset(seed=seed)
+        grasped.append(half.unwrapped.is_grasped())
+    assert 0.2 < np.mean(grasped) < 0.8
+    # Episodes with a given object position never start grasped (evaluation scenes).
+    half.reset(seed=0, options={"object_xy": (0.5, 0.0)})
+    assert not half.unwrapped.is_grasped()
+    with pytest.raises(ValueError, match=r"grasped_start=1.5.*\[0, 1\]"):
+        gym.make("manip_rl/PandaPickPlaceDense-v0", grasped_start=1.5)

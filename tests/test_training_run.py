@@ -171,6 +171,24 @@ def test_training_envs_use_the_runs_own_randomization(randomization):
         assert all(c is not None and c.physics for c in configs)
 
 
+def test_train_env_kwargs_reach_the_training_envs_only():
+    """PickPlace's grasped starts are a training aid: the training envs get them, the
+    evaluation envs (built from the same config) do not; a non-mapping is refused by name."""
+    from manip_rl.policies.train import make_vec_env
+
+    cfg = cfgmod.load_config("PandaPickPlace", "ppo")
+    assert cfg["train_env_kwargs"] == {"grasped_start": 0.5}
+    cfg = cfgmod.apply_overrides(cfg, ["n_envs=2", "vec_env=dummy"])
+    venv = make_vec_env(cfg, 0)
+    try:
+        assert venv.get_attr("grasped_start") == [0.5, 0.5]
+    finally:
+        venv.close()
+    assert cfgmod.env_factory(cfg)().unwrapped.grasped_start == 0.0
+    with pytest.raises(cfgmod.ConfigError, match="train_env_kwargs"):
+        cfgmod.validate(cfgmod.apply_overrides(cfg, ["train_env_kwargs=3"]))
+
+
 def test_max_minutes_ends_a_run_with_a_last_evaluation_and_its_final_model(tmp_path, capsys):
     """A wall-clock budget far shorter than the step budget: training stops after the update in
     which it ran out, evaluates, checkpoints and saves the final model; resuming says it is

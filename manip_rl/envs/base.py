@@ -150,7 +150,12 @@ class PandaEnv(gym.Env):
         first = self._measure()
         for _ in range(obs_latency + 1):
             self._sensor_history.append(first)
-        hold = (q.copy(), opening if self.has_gripper else None)
+        # The command held during the actuator latency: what the controllers hold now (a task's
+        # reset may have moved the arm or closed the gripper).
+        hold = (
+            d.ctrl[ids.arm_actuators] + SIM_JOINT_OFFSETS,
+            2.0 * float(d.ctrl[ids.finger_actuators][0]) if self.has_gripper else None,
+        )
         for _ in range(act_latency):
             self._command_queue.append(hold)
         obs = self._observation()

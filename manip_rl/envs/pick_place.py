@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import mujoco
 import numpy as np
 
+from manip_rl import policy_io
 from manip_rl.envs.push import GOAL_RANGE, OBJECT_CENTER, OBJECT_RANGE, TANH_SCALE, PandaPushEnv
 
 MAX_GOAL_HEIGHT = 0.25  # m above the table (FetchPickAndPlace: 0.45 with a taller reach)
@@ -15,6 +17,13 @@ AIR_GOAL_PROBABILITY = 0.5  # as FetchPickAndPlace's target_in_the_air
 # 5 cm above the fingertips, so the grasping pose is that far above the cube's centre.
 GRASP_HEIGHT = 0.045  # m, TCP above the cube's centre in a grasp (measured: 4.3-4.9 cm)
 STAGES = 4.0  # reach + grasp + place, each at most 1, divided by this: success pays 1
+# Grasped starts (a training aid, off by default): the arm is moved by inverse kinematics so the
+# TCP is GRASP_HEIGHT above the cube lifted to a random height, the fingers are closed on it, and
+# the physics settles this long before the episode begins.
+IK_ITERATIONS = 50
+SETTLE_STEPS = 45  # physics steps (0.12 s)
+_ARM_LOWER = policy_io.PANDA_JOINT_LOWER - policy_io.SIM_JOINT_OFFSETS  # MuJoCo's joint coords
+_ARM_UPPER = policy_io.PANDA_JOINT_UPPER - policy_io.SIM_JOINT_OFFSETS
 
 
 class PandaPickPlaceEnv(PandaPushEnv):
@@ -35,11 +44,27 @@ class PandaPickPlaceEnv(PandaPushEnv):
 
     **Episode end.** Never terminates; truncated after 100 steps (4 s at 25 Hz).
 
+    **Grasped starts.** ``grasped_start=p`` (default 0) starts a share ``p`` of the episodes
+    with the cube already between the closed fingers, lifted to a random height up to
+    ``MAX_GOAL_HEIGHT``: the trick of the HER paper (Andrychowicz et al. 2017), which started
+    half of its FetchPickAndPlace training episodes from a grasped state. It is a training aid;
+    evaluations use ``p = 0``. Episodes with ``options["object_xy"]`` never start grasped.
+
     **Version history.** v0: first release.
     """
 
     task = "pick_place"
     dense_uses_grasp = True
+
+    def __init__(self, *args, grasped_start: float = 0.0, **kwargs) -> None:
+        grasped_start = float(grasped_start)
+        if not 0.0 <= grasped_start <= 1.0:
+            raise ValueError(
+                f"grasped_start={grasped_start}: it is the share of episodes that start with "
+                "the cube grasped, a number in [0, 1]"
+            )
+        super().__init__(*args, **kwargs)
+        self.grasped_start = grasped_start
 
     def _initial_gripper_opening(self) -> float:
         return 0.08
@@ -67,6 +92,37 @@ class PandaPickPlaceEnv(PandaPushEnv):
         super()._reset_task(options)
         if options.get("goal") is None and self.np_random.uniform() < AIR_GOAL_PROBABILITY:
             self.goal[2] += self.np_random.uniform(0.0, MAX_GOAL_HEIGHT)
+        # Drawn only when enabled, so that p = 0 leaves every seed's episode as it was.
+        if (
+            self.grasped_start > 0.0
+            and options.get("object_xy") is None
+            and self.np_random.uniform() < self.grasped_start
+        ):
+            self._start_grasped(self.np_random.uniform(0.0, MAX_GOAL_HEIGHT))
+
+    def _start_grasped(self, lift: float) -> None:
+        """Move the TCP to the grasping pose of the cube raised by ``lift`` (m), put the cube
+        there between the fingers, close them and let the physics settle."""
+        m, d, ids = self.model, self.data, self.ids
+        o = ids.object_qpos
+        target = d.qpos[o : o + 3] + (0.0, 0.0, lift + GRASP_HEIGHT)
+        arm = ids.arm_qpos
+        for _ in range(IK_ITERATIONS):
+            mujoco.mj_kinematics(m, d)
+            err = target - d.site_xpos[ids.ee_site]
+            if err @ err < 1e-8:
+                break
+            mujoco.mj_comPos(m, d)
+            mujoco.mj_jacSite(m, d, self._jacp, None, ids.ee_site)
+            dq = policy_io.damped_least_squares(self._jacp[:, ids.arm_dof], err)
+            d.qpos[arm] = np.minimum(np.maximum(d.qpos[arm] + dq, _ARM_LOWER), _ARM_UPPER)
+        mujoco.mj_kinematics(m, d)
+        d.qpos[o : o + 3] = d.site_xpos[ids.ee_site] - (0.0, 0.0, GRASP_HEIGHT)
+        d.qpos[o + 3 : o + 7] = (1.0, 0.0, 0.0, 0.0)
+        d.qpos[ids.finger_qpos] = m.geom_size[ids.object_geom, 0]  # each finger on a face
+        d.ctrl[ids.arm_actuators] = d.qpos[arm]
+        d.ctrl[ids.finger_actuators] = 0.0  # closed: the fingers squeeze the cube
+        mujoco.mj_step(m, d, nstep=SETTLE_STEPS)
 
 
 __all__ = ["PandaPickPlaceEnv", "OBJECT_CENTER", "OBJECT_RANGE", "GOAL_RANGE"]

@@ -23,7 +23,7 @@ TOP_KEYS = (
     "env_id", "algo", "task", "seed", "total_timesteps", "n_envs", "vec_env", "policy",
     "policy_kwargs", "hyperparams", "normalize", "randomization", "action_mode", "flatten_obs",
     "eval", "checkpoint_freq", "log_interval", "device", "torch_threads", "n_workers",
-    "max_minutes", "update_threads",
+    "max_minutes", "update_threads", "train_env_kwargs",
 )  # fmt: skip
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -136,6 +136,11 @@ def validate(cfg: Mapping) -> None:
         isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0
     ):
         raise ConfigError(f"max_minutes={limit!r}: must be a positive number of minutes")
+    if not isinstance(cfg.get("train_env_kwargs") or {}, Mapping):
+        raise ConfigError(
+            f"train_env_kwargs={cfg['train_env_kwargs']!r}: use a mapping of the training envs' "
+            "constructor arguments, e.g. {grasped_start: 0.5}"
+        )
     if cfg["vec_env"] not in VEC_ENVS:
         raise ConfigError(f"vec_env={cfg['vec_env']!r}: use one of {', '.join(VEC_ENVS)}")
     act = (cfg.get("policy_kwargs") or {}).get("activation_fn")
@@ -179,6 +184,7 @@ class EnvFactory:
         seed: int | None = None,
         render_mode: str | None = None,
         monitor: bool = True,
+        env_kwargs: Mapping | None = None,
     ) -> None:
         self.env_id, self.randomization, self.action_mode = env_id, randomization, action_mode
         self.flatten_obs, self.seed, self.render_mode, self.monitor = (
@@ -187,6 +193,7 @@ class EnvFactory:
             render_mode,
             monitor,
         )
+        self.env_kwargs = dict(env_kwargs or {})
 
     def __call__(self):
         import gymnasium as gym
@@ -198,6 +205,7 @@ class EnvFactory:
             randomization=self.randomization,
             action_mode=self.action_mode,
             render_mode=self.render_mode,
+            **self.env_kwargs,
         )
         if self.flatten_obs:
             # Same order as policy_io.flatten_observation: achieved_goal|desired_goal|observation.

@@ -167,8 +167,11 @@ def make_vec_env(cfg: dict, seed: int, wrap: Any = None):
     # randomization, wrong for training it).
     randomized = cfgmod.randomization_dict(cfg) is not None
     fns = [
-        cfgmod.env_factory(cfg, randomized=randomized, seed=seed + i) for i in range(cfg["n_envs"])
-    ]
+        cfgmod.env_factory(
+            cfg, randomized=randomized, seed=seed + i, env_kwargs=cfg.get("train_env_kwargs")
+        )
+        for i in range(cfg["n_envs"])
+    ]  # train_env_kwargs: training aids (evaluations build their envs without them)
     if wrap is not None:  # ADR: each env draws its episodes from the current ADR ranges
         fns = [wrap(f) for f in fns]
     if cfg["vec_env"] == "chunked" and cfg["n_envs"] > 1:
