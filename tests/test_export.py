@@ -412,6 +412,12 @@ def test_act_shapes_and_input_types(ppo_flat, ppo_file, fmt, tmp_path):
     wide = np.repeat(obs, 2, axis=1)[:, ::2]
     np.testing.assert_allclose(policy.act(wide), batch, atol=1e-6)
     assert np.all(np.abs(policy.act(np.full((2, 30), 1e6, np.float32))) <= 1.0)
+    if fmt == "torchscript":
+        # act feeds a normalizing module float64 (faster); the action is exactly the one its
+        # forward gives the float32 observation, the file's documented input.
+        for o in obs[:3]:
+            direct = policy.module.forward(torch.from_numpy(o[None].copy())).numpy()[0]
+            np.testing.assert_array_equal(policy.act(o), direct)
 
 
 def test_refuses_models_it_cannot_export(tmp_path):
