@@ -37,7 +37,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(
+            name, help=help_text, description=help_text.replace("%%", "%")
+        )  # help= is %-formatted
         if name == command:
             _load(name).add_arguments(p)
     return parser
