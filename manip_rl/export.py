@@ -252,6 +252,7 @@ class LoadedPolicy:
                 [1, self.act_dim],
                 self._out1.ctypes.data,
             )
+            self._out1_row = self._out1[0]
             self._act1 = self._act1_onnx
         else:
             # The ScriptMethod itself: skips nn.Module.__call__'s hook handling (~1.5 us).
@@ -266,11 +267,12 @@ class LoadedPolicy:
             self._t_in1 = torch.zeros((1, self.obs_dim), dtype=t_dtype)
             self._in1 = self._t_in1.numpy()  # shares the tensor's memory
             self._act1 = self._act1_torch
+        self._in1_row = self._in1[0]  # a view made once (~0.1 us a call)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         x = obs
         if type(x) is np.ndarray and x.shape == self._single_shape:
-            self._in1[0] = x
+            self._in1_row[...] = x  # casts to the module's dtype
             return self._act1()
         if type(x) is not np.ndarray or x.dtype != self._in_dtype or not x.flags.c_contiguous:
             x = np.array(x, dtype=self._in_dtype, order="C")  # a copy: contiguous and writeable
@@ -292,7 +294,7 @@ class LoadedPolicy:
 
     def _act1_onnx(self) -> np.ndarray:
         self.module.run_with_iobinding(self._binding)
-        return self._out1[0].copy()
+        return self._out1_row.copy()  # the buffer is reused by the next call
 
     def _run_torch(self, x: np.ndarray) -> np.ndarray:
         return self._forward(torch.from_numpy(x)).numpy()

@@ -19,7 +19,7 @@ PRETRAINED = Path(manip_rl.__file__).parent / "policies" / "pretrained"
     [
         ("panda_reach.pt", "reach", "joint_delta", 20, 18),
         ("panda_push.pt", "push", "ee_delta", 20, 12),
-        ("panda_pick_place.pt", "pick_place", "ee_delta", 40, 10),
+        ("panda_pick_place.pt", "pick_place", "ee_delta", 40, 16),
     ],
 )
 def test_shipped_policy_solves_its_randomized_task(name, task, mode, episodes, at_least):
@@ -39,7 +39,7 @@ def test_shipped_policy_solves_its_randomized_task(name, task, mode, episodes, a
             obs, _, _, truncated, info = env.step(action)
         successes += int(info["is_success"])
     env.close()
-    # Evaluated on 200 episodes: Reach 99.5%, Push 81%, PickPlace 55% randomized
+    # Evaluated: Reach 99.5%, Push 81% (200 episodes), PickPlace 62.6% (1000) randomized
     # (docs/training.md); the thresholds sit well below, a broken file solves next to none.
     assert successes >= at_least, f"{name}: {successes}/{episodes}"
     assert np.isfinite(policy.act(np.zeros(policy.obs_dim, np.float32))).all()
