@@ -19,6 +19,7 @@
     python bench/ros_loop.py --policy reach.pt            # everything (about 4 minutes)
     python bench/ros_loop.py --policy reach.pt --skip-success --seconds-500 10
     python bench/ros_loop.py --rt-priority 20     # both nodes and the peer under SCHED_FIFO
+    python bench/ros_loop.py --rt-priority 20 --pin   # and sim_arm / bridge on CPUs of their own
 
 Figures on a shared, loaded machine are preliminary; the JSON written with ``--out`` keeps them.
 """
@@ -44,6 +45,8 @@ PEER_TIMER = textwrap.dedent(
     import json, os, sys, time
     import rclpy
     rate, seconds, rt = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+    if sys.argv[4]:
+        os.sched_setaffinity(0, {int(sys.argv[4])})
     if rt:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt))
     rclpy.init()
@@ -123,16 +126,18 @@ def in_process_success(policy: str, episodes: int, randomization: str, seed: int
 
 
 def ros_success(
-    policy: str, episodes: int, workdir: str, rt_priority: int = 0
+    policy: str, episodes: int, workdir: str, rt_priority: int = 0, pin: bool = False
 ) -> tuple[float, dict]:
-    from manip_rl.demo import episode_steps
+    from manip_rl.demo import episode_steps, pinned_cpus
     from manip_rl.export import read_metadata
     from manip_rl.ros_bridge.session import SimSession, summarize_stats
 
     md = read_metadata(policy)
     duration = episode_steps(md["env_id"]) * float(md["control_period_s"])
     wins = 0
-    session = SimSession(policy, env_id=md["env_id"], workdir=workdir, rt_priority=rt_priority)
+    session = SimSession(
+        policy, env_id=md["env_id"], workdir=workdir, rt_priority=rt_priority, **pinned_cpus(pin)
+    )
     with session:
         for _ in range(episodes):
             wins += session.run_episode(duration)
@@ -140,8 +145,15 @@ def ros_success(
 
 
 def ros_timing(
-    policy: str, rate: float, seconds: float, workdir: str, trigger: str, rt_priority: int = 0
+    policy: str,
+    rate: float,
+    seconds: float,
+    workdir: str,
+    trigger: str,
+    rt_priority: int = 0,
+    pin: bool = False,
 ) -> dict:
+    from manip_rl.demo import pinned_cpus
     from manip_rl.export import read_metadata
     from manip_rl.ros_bridge.session import SimSession, summarize_stats
 
@@ -154,6 +166,7 @@ def ros_timing(
         sim_params=["-p", "joint_state_rate:=500.0"],
         workdir=os.path.join(workdir, f"{rate:g}hz_{trigger}"),
         rt_priority=rt_priority,
+        **pinned_cpus(pin),
     )
     with session:
         # The probes start with the episode and outlast it by a little.
@@ -194,10 +207,10 @@ def _match_stalls(overruns: list, probes: list[dict]) -> dict:
     }
 
 
-def peer_timer(rate: float, seconds: float, rt_priority: int = 0) -> dict:
+def peer_timer(rate: float, seconds: float, rt_priority: int = 0, cpu: str = "") -> dict:
     env = dds.local_env(dds.domain_id_for(os.getpid() + 1))
     out = subprocess.run(
-        [sys.executable, "-c", PEER_TIMER, str(rate), str(seconds), str(rt_priority)],
+        [sys.executable, "-c", PEER_TIMER, str(rate), str(seconds), str(rt_priority), cpu],
         env=env,
         capture_output=True,
         text=True,
@@ -233,19 +246,28 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="SCHED_FIFO priority for sim_arm, policy_bridge and the peer timer (0: off)",
     )
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="sim_arm on the first CPU, policy_bridge and the peer timer on the last",
+    )
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args(argv)
     policy = args.policy or dds.default_policy_path()
     if policy is None:
         raise SystemExit("no shipped policy file: pass --policy X.pt (from `manip-rl export`)")
     policy = str(policy)
-    results: dict = {"policy": policy, "trigger": args.trigger, "rt_priority": args.rt_priority}
+    results: dict = {"policy": policy, "trigger": args.trigger, "rt_priority": args.rt_priority,
+                     "pin": args.pin}  # fmt: skip
+    from manip_rl.demo import pinned_cpus
+
+    peer_cpu = pinned_cpus(args.pin).get("bridge_cpus", "")
     with tempfile.TemporaryDirectory(prefix="ros_loop_") as work:
         if not args.skip_success:
             t = time.monotonic()
             inproc = in_process_success(policy, args.inproc_episodes, args.randomization, 10_000)
             ros, loop = ros_success(
-                policy, args.episodes, os.path.join(work, "success"), args.rt_priority
+                policy, args.episodes, os.path.join(work, "success"), args.rt_priority, args.pin
             )
             results["success"] = {
                 "in_process": inproc,
@@ -261,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{ros:.1%} ({args.episodes} ep): {100 * (ros - inproc):+.1f} points"
             )
         for rate, seconds in ((100.0, args.seconds_100), (500.0, args.seconds_500)):
-            peer = peer_timer(rate, min(seconds, 20.0), args.rt_priority)
-            loop = ros_timing(policy, rate, seconds, work, args.trigger, args.rt_priority)
+            peer = peer_timer(rate, min(seconds, 20.0), args.rt_priority, peer_cpu)
+            loop = ros_timing(policy, rate, seconds, work, args.trigger, args.rt_priority, args.pin)
             ratio = loop.get("period_error_p99_ms", float("nan")) / peer["period_error_p99_ms"]
             results[f"{rate:g}hz"] = {"bridge": loop, "peer_timer": peer, "seconds": seconds,
                                       "p99_period_error_ratio_to_peer": ratio}  # fmt: skip

@@ -51,7 +51,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="run both nodes under SCHED_FIFO priority N (needs the permission; default off)",
     )
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin sim_arm to the first CPU and policy_bridge to the last (needs 2 or more)",
+    )
     p.add_argument("--json", help="also write the results to this JSON file")
+
+
+def pinned_cpus(pin: bool) -> dict[str, str]:
+    """SimSession's CPU lists for ``--pin``: sim_arm on the first CPU this process may use,
+    policy_bridge on the last (the bridge's caches then stay its own)."""
+    if not pin:
+        return {}
+    import os
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit(f"--pin needs 2 or more CPUs; this process may run on {cpus}")
+    return {"sim_cpus": str(cpus[0]), "bridge_cpus": str(cpus[-1])}
 
 
 def episode_steps(env_id: str) -> int:
@@ -139,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         bridge_params=_params(args.bridge_param, "--bridge-param"),
         sim_params=_params(args.sim_param, "--sim-param"),
         rt_priority=args.rt_priority,
+        **pinned_cpus(args.pin),
     )
     try:
         with session:

@@ -5,6 +5,7 @@ policy to the simulated arm in real time, with latency and domain randomization 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -90,3 +91,44 @@ def test_push_episode_solved_through_ros(tmp_path):
     result, stdout = _demo(str(policy), tmp_path, 9, timeout=180)
     assert result["successes"] >= 2, f"Push through ROS 2:\n{stdout}"
     assert abs(result["loop"]["loop_rate_hz"] - 25.0) < 2.5, result["loop"]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning two nodes needs 2 CPUs")
+def test_nodes_pinned_to_their_own_cpus_still_serve(tmp_path):
+    """`--cpus` on sim-arm and serve (SimSession's sim_cpus / bridge_cpus, `demo --pin`): each
+    node process, and so its DDS threads, runs only on its CPU, and the loop still serves."""
+    from manip_rl.demo import pinned_cpus
+    from manip_rl.ros_bridge.session import SimSession, summarize_stats
+
+    pins = pinned_cpus(True)
+    session = SimSession(
+        _trained_policy(tmp_path), domain_id=dds.domain_id_for(10), workdir=tmp_path, **pins
+    )
+    with session:
+        for name, key in (("sim_arm", "sim_cpus"), ("policy_bridge", "bridge_cpus")):
+            pid = session.procs[name].pid
+            threads = os.listdir(f"/proc/{pid}/task")
+            assert len(threads) > 1  # the DDS threads came after the pin: they inherit it
+            for tid in threads:
+                assert os.sched_getaffinity(int(tid)) == {int(pins[key])}, (name, tid)
+        session.run_episode(1.0)
+    assert f"pinned to CPU {pins['bridge_cpus']}" in session.log("policy_bridge")
+    assert summarize_stats(session.bridge_stats())["commands"] >= 20
+
+
+def test_a_cpu_list_that_cannot_be_used_is_refused_with_its_reason():
+    allowed = sorted(os.sched_getaffinity(0))
+    assert dds.parse_cpus(f"{allowed[0]}") == {allowed[0]}
+    assert dds.parse_cpus(f"{allowed[0]}-{allowed[-1]}") == set(range(allowed[0], allowed[-1] + 1))
+    with pytest.raises(ValueError, match="not available to this process"):
+        dds.parse_cpus("4096")
+    with pytest.raises(ValueError, match="not a CPU number or range"):
+        dds.parse_cpus("one")
+    proc = subprocess.run(
+        [sys.executable, "-m", "manip_rl.cli", "serve", "--cpus", "4096"],
+        env=dds.local_env(dds.domain_id_for(11)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0 and "CPU [4096] not available" in proc.stderr

@@ -158,11 +158,67 @@ def lock_memory() -> str | None:
     return None
 
 
-def add_rt_priority_argument(p) -> None:
+def parse_cpus(spec: str) -> set[int]:
+    """A CPU list as taskset and isolcpus write it ("1", "0,2", "2-3") as a set; ValueError
+    naming the problem for anything else or for CPUs this process may not run on."""
+    cpus: set[int] = set()
+    allowed = os.sched_getaffinity(0)
+    for part in str(spec).split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                a, b = (int(x) for x in part.split("-", 1))
+                if a > b:
+                    raise ValueError
+                cpus.update(range(a, b + 1))
+            else:
+                cpus.add(int(part))
+        except ValueError:
+            raise ValueError(
+                f"--cpus {spec!r}: {part!r} is not a CPU number or range; write e.g. 1, 0,2 or 2-3"
+            ) from None
+    outside = sorted(c for c in cpus if c not in allowed)
+    if outside:
+        raise ValueError(
+            f"--cpus {spec!r}: CPU {outside} not available to this process (it may run on "
+            f"{sorted(allowed)})"
+        )
+    return cpus
+
+
+def set_cpu_affinity(spec: str | None) -> str:
+    """Pin this process to the CPUs of ``spec`` (see :func:`parse_cpus`), as a real robot pins its
+    control loop to an isolated core; call before ``rclpy.init`` so the DDS threads inherit it.
+    Returns a line for the log ("" when ``spec`` is empty)."""
+    if not spec:
+        return ""
+    cpus = parse_cpus(spec)
+    # Every thread: those started by imports before this call (BLAS and OpenMP pools) too, as
+    # `taskset -a` does; threads started later inherit it.
+    try:
+        threads = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = [0]
+    for tid in threads:
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except ProcessLookupError:  # the thread ended meanwhile
+            pass
+    return f"pinned to CPU {','.join(str(c) for c in sorted(cpus))}"
+
+
+def add_realtime_arguments(p) -> None:
     p.add_argument(
         "--rt-priority",
         type=int,
         default=0,
         metavar="N",
         help="run under SCHED_FIFO real-time priority N (1-99; default 0: normal scheduling)",
+    )
+    p.add_argument(
+        "--cpus",
+        default=None,
+        metavar="LIST",
+        help="pin the process (and its DDS threads) to these CPUs, as taskset writes them: "
+        "1, 0,2 or 2-3 (default: all)",
     )

@@ -573,7 +573,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "launch/config/robot.yaml for a real arm)",
     )
     p.add_argument("--autostart", action="store_true", help="configure and activate on start")
-    dds.add_rt_priority_argument(p)
+    dds.add_realtime_arguments(p)
     p.add_argument(
         "--ros-args",
         dest="ros_args",
@@ -610,13 +610,18 @@ def ros_arguments(args: argparse.Namespace, default_params: Path) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     ros_args = ros_arguments(args, dds.SIM_PARAMS)
+    try:
+        cpu_message = dds.set_cpu_affinity(args.cpus)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     rt_message = dds.set_realtime_priority(args.rt_priority)
     rclpy.init(args=["manip-rl-serve", *ros_args])
     node = None
     try:
         node = PolicyBridge()
-        if rt_message:
-            node.get_logger().info(rt_message)
+        for message in (cpu_message, rt_message):
+            if message:
+                node.get_logger().info(message)
         if node.get_parameter("autostart").value:
             node.start_autostart()
         executor = SingleThreadedExecutor()

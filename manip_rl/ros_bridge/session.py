@@ -36,6 +36,8 @@ class SimSession:
         workdir: str | os.PathLike | None = None,
         startup_timeout: float = 90.0,
         rt_priority: int = 0,
+        sim_cpus: str | None = None,
+        bridge_cpus: str | None = None,
     ) -> None:
         self.policy = str(Path(policy).resolve())
         self.env_id = env_id
@@ -49,6 +51,10 @@ class SimSession:
         self.stats_path = self.workdir / "bridge_stats.json"
         self.startup_timeout = startup_timeout
         self.rt_priority = rt_priority
+        self.sim_cpus, self.bridge_cpus = sim_cpus, bridge_cpus
+        for spec in (sim_cpus, bridge_cpus):
+            if spec:
+                dds.parse_cpus(spec)  # a bad list fails here, not in a node's log
         self.procs: dict[str, object] = {}
         self.success: bool | None = None
         self._context = None
@@ -73,14 +79,23 @@ class SimSession:
         import rclpy
 
         rt = ["--rt-priority", str(self.rt_priority)] if self.rt_priority else []
-        sim_args = [*rt, "--params-file", self.params_file, "--ros-args", *self.sim_params]
+        sim_pin = ["--cpus", self.sim_cpus] if self.sim_cpus else []
+        bridge_pin = ["--cpus", self.bridge_cpus] if self.bridge_cpus else []
+        sim_args = [
+            *rt,
+            *sim_pin,
+            "--params-file",
+            self.params_file,
+            "--ros-args",
+            *self.sim_params,
+        ]
         if self.env_id:
             sim_args += ["-p", f"env_id:={self.env_id}"]
         self.procs["sim_arm"] = dds.start_node(
             "sim-arm", sim_args, self.domain_id, self.workdir / "sim_arm.log"
         )
         bridge_args = [
-            *rt, "--policy", self.policy, "--params-file", self.params_file, "--autostart",
+            *rt, *bridge_pin, "--policy", self.policy, "--params-file", self.params_file, "--autostart",
             "--ros-args", "-p", f"stats_path:={self.stats_path}",
             # The sim's task topics, also where no parameter file is installed with the package.
             "-p", "goal_topic:=/sim_arm/goal", "-p", "object_pose_topic:=/sim_arm/object_pose",

@@ -322,7 +322,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--params-file",
         help=f"ROS 2 parameter YAML (default: {dds.SIM_PARAMS.relative_to(dds.REPO_ROOT)})",
     )
-    dds.add_rt_priority_argument(p)
+    dds.add_realtime_arguments(p)
     p.add_argument(
         "--ros-args",
         dest="ros_args",
@@ -338,13 +338,18 @@ def run(args: argparse.Namespace) -> int:
     ros_args = ros_arguments(args, dds.SIM_PARAMS)
     if args.env_id:
         ros_args += ["-p", f"env_id:={args.env_id}"]
+    try:
+        cpu_message = dds.set_cpu_affinity(args.cpus)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     rt_message = dds.set_realtime_priority(args.rt_priority)
     rclpy.init(args=["manip-rl-sim-arm", *ros_args])
     node = None
     try:
         node = SimArm()
-        if rt_message:
-            node.get_logger().info(rt_message)
+        for message in (cpu_message, rt_message):
+            if message:
+                node.get_logger().info(message)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
