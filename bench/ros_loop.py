@@ -20,6 +20,7 @@
     python bench/ros_loop.py --policy reach.pt --skip-success --seconds-500 10
     python bench/ros_loop.py --rt-priority 20     # both nodes and the peer under SCHED_FIFO
     python bench/ros_loop.py --rt-priority 20 --pin   # and sim_arm / bridge on CPUs of their own
+    python bench/ros_loop.py --policy reach.onnx      # the bridge running ONNX Runtime
 
 Figures on a shared, loaded machine are preliminary; the JSON written with ``--out`` keeps them.
 """
@@ -89,11 +90,27 @@ STALL_PROBE = textwrap.dedent(
 
 
 def retimed_copy(policy: str, control_period: float, out: str) -> str:
-    """A copy of a TorchScript policy file whose metadata gives another control period."""
+    """A copy of a policy file (TorchScript or ONNX) whose metadata gives another control
+    period."""
     import torch
 
     from manip_rl.export import METADATA_FILE, load_policy
 
+    if policy.lower().endswith(".onnx"):
+        import onnx
+
+        model = onnx.load(policy)
+        for prop in model.metadata_props:
+            if prop.key == METADATA_FILE:
+                md = json.loads(prop.value)
+                md["control_period_s"] = control_period
+                md.setdefault("provenance", {})["retimed_for_benchmark"] = True
+                prop.value = json.dumps(md, indent=1)
+        out = os.path.splitext(out)[0] + ".onnx"
+        with atomic_path(out) as tmp:
+            onnx.save(model, tmp)
+        load_policy(out)
+        return out
     extra = {METADATA_FILE: ""}
     module = torch.jit.load(policy, map_location="cpu", _extra_files=extra)
     md = json.loads(extra[METADATA_FILE])

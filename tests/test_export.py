@@ -643,3 +643,31 @@ def test_refuses_malformed_metadata(tmp_path, ppo_file):
         _resave(ppo_file, path, json.dumps(md))
         with pytest.raises(PolicyFileError, match="metadata"):
             load_policy(path)
+
+
+def test_a_torchscript_policy_file_converts_to_onnx_with_its_metadata(ppo_file, tmp_path, capsys):
+    """`manip-rl export FILE.pt --format onnx`: no run needed; same metadata (plus where it came
+    from), same actions, and the refusals name what to do."""
+    out = tmp_path / "converted.onnx"
+    assert cli_main(["export", ppo_file, "--format", "onnx", "--out", str(out)]) == 0
+    assert "parity PASS" in capsys.readouterr().out
+    src, onnx_policy = load_policy(ppo_file), load_policy(out)
+    assert onnx_policy.format == "onnx"
+    md_src, md_onnx = _metadata(ppo_file), onnx_policy.metadata
+    converted_from = md_onnx["provenance"].pop("converted_from")
+    assert converted_from == {
+        "file": os.path.basename(ppo_file),
+        "weights_sha256": src.weights_sha256,
+    }
+    assert md_onnx == md_src
+    obs = np.random.default_rng(1).normal(0.0, 5.0, size=(500, src.obs_dim)).astype(np.float32)
+    assert np.abs(onnx_policy.act(obs) - src.act(obs)).max() <= PARITY_TOLERANCE
+
+    assert cli_main(["export", ppo_file, "--out", str(tmp_path / "again.pt")]) == 2
+    assert "add --format onnx" in capsys.readouterr().err
+    assert (
+        cli_main(["export", str(out), "--format", "onnx", "--out", str(tmp_path / "x.onnx")]) == 2
+    )
+    assert "ONNX already" in capsys.readouterr().err
+    assert cli_main(["export", ppo_file, "--format", "onnx", "--out", str(tmp_path / "x.pt")]) == 2
+    assert "must end in .onnx" in capsys.readouterr().err
