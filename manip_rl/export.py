@@ -787,20 +787,14 @@ def convert_policy_file(
     _write_onnx(Exported(module, metadata, None, None), out_path)  # type: ignore[arg-type]
     converted = load_policy(out_path)
 
-    rng = np.random.default_rng(seed)
     norm = metadata["normalization"]
-    dim = policy.obs_dim
+    real = collect_observations(policy.env_id, min(1000, samples), seed, policy.action_spec.mode)
     if norm.get("enabled"):
         mean = np.asarray(norm["mean"], dtype=np.float64)
-        std = np.sqrt(np.asarray(norm["var"], dtype=np.float64) + norm.get("epsilon", 1e-8))
+        std = np.sqrt(np.asarray(norm["var"], dtype=np.float64))
     else:
-        mean, std = np.zeros(dim), np.ones(dim)
-    real = collect_observations(policy.env_id, min(1000, samples), seed, policy.action_spec.mode)
-    k = -(-max(0, samples - len(real) - 2000) // 3)  # at least `samples` in all
-    parts = [real] + [mean + s * std * rng.standard_normal((k, dim)) for s in (1.0, 10.0, 100.0)]
-    extremes = np.array([-1e6, -1e3, -10.0, -1.0, 0.0, 1.0, 10.0, 1e3, 1e6])
-    parts.append(rng.choice(extremes, size=(2000, dim)))
-    obs = np.concatenate(parts).astype(np.float32)
+        mean, std = real.mean(0), real.std(0)
+    obs = _test_observations(real, mean, std, samples, np.random.default_rng(seed))
     diff = float(np.abs(converted.act(obs) - policy.act(obs)).max())
     report = {"max_abs_diff": diff, "n": len(obs), "tolerance": PARITY_TOLERANCE}
     report["ok"] = diff <= PARITY_TOLERANCE
@@ -953,7 +947,6 @@ def parity_observations(
     real = collect_observations(
         source.env_id, n_env, seed, source.action_mode, source.randomization or "default"
     )
-    dim = real.shape[1]
     vn = source.vecnormalize
     if vn is not None and getattr(vn, "norm_obs", False):
         keys = _dict_keys_and_sizes(source.model.policy.observation_space)
@@ -969,6 +962,15 @@ def parity_observations(
             mean, std = np.ravel(rms.mean), np.sqrt(np.ravel(rms.var))
     else:
         mean, std = real.mean(0), real.std(0)
+    return _test_observations(real, mean, std, n, rng)
+
+
+def _test_observations(
+    real: np.ndarray, mean: np.ndarray, std: np.ndarray, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``real`` observations plus Gaussian ones around ``mean`` at 1x, 10x and 100x ``std`` and
+    extreme ones, at least ``n`` in all, as float32 (see :func:`parity_observations`)."""
+    dim = real.shape[1]
     std = np.maximum(std, 1e-3)
     parts = [real]
     n_gauss = max(0, n - len(real) - 3 * dim - 4 - 2000)
