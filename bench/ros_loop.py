@@ -143,9 +143,9 @@ def in_process_success(policy: str, episodes: int, randomization: str, seed: int
 
 
 def ros_success(
-    policy: str, episodes: int, workdir: str, rt_priority: int = 0, pin: bool = False
+    policy: str, episodes: int, workdir: str, rt_priority: int = 0, pins: dict | None = None
 ) -> tuple[float, dict]:
-    from manip_rl.demo import episode_steps, pinned_cpus
+    from manip_rl.demo import episode_steps
     from manip_rl.export import read_metadata
     from manip_rl.ros_bridge.session import SimSession, summarize_stats
 
@@ -153,7 +153,7 @@ def ros_success(
     duration = episode_steps(md["env_id"]) * float(md["control_period_s"])
     wins = 0
     session = SimSession(
-        policy, env_id=md["env_id"], workdir=workdir, rt_priority=rt_priority, **pinned_cpus(pin)
+        policy, env_id=md["env_id"], workdir=workdir, rt_priority=rt_priority, **(pins or {})
     )
     with session:
         for _ in range(episodes):
@@ -168,9 +168,8 @@ def ros_timing(
     workdir: str,
     trigger: str,
     rt_priority: int = 0,
-    pin: bool = False,
+    pins: dict | None = None,
 ) -> dict:
-    from manip_rl.demo import pinned_cpus
     from manip_rl.export import read_metadata
     from manip_rl.ros_bridge.session import SimSession, summarize_stats
 
@@ -183,7 +182,7 @@ def ros_timing(
         sim_params=["-p", "joint_state_rate:=500.0"],
         workdir=os.path.join(workdir, f"{rate:g}hz_{trigger}"),
         rt_priority=rt_priority,
-        **pinned_cpus(pin),
+        **(pins or {}),
     )
     with session:
         # The probes start with the episode and outlast it by a little.
@@ -278,13 +277,14 @@ def main(argv: list[str] | None = None) -> int:
                      "pin": args.pin}  # fmt: skip
     from manip_rl.demo import pinned_cpus
 
-    peer_cpu = pinned_cpus(args.pin).get("bridge_cpus", "")
+    pins = pinned_cpus(args.pin)  # SimSession's sim_cpus / bridge_cpus; {} without --pin
+    peer_cpu = pins.get("bridge_cpus", "")
     with tempfile.TemporaryDirectory(prefix="ros_loop_") as work:
         if not args.skip_success:
             t = time.monotonic()
             inproc = in_process_success(policy, args.inproc_episodes, args.randomization, 10_000)
             ros, loop = ros_success(
-                policy, args.episodes, os.path.join(work, "success"), args.rt_priority, args.pin
+                policy, args.episodes, os.path.join(work, "success"), args.rt_priority, pins
             )
             results["success"] = {
                 "in_process": inproc,
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         for rate, seconds in ((100.0, args.seconds_100), (500.0, args.seconds_500)):
             peer = peer_timer(rate, min(seconds, 20.0), args.rt_priority, peer_cpu)
-            loop = ros_timing(policy, rate, seconds, work, args.trigger, args.rt_priority, args.pin)
+            loop = ros_timing(policy, rate, seconds, work, args.trigger, args.rt_priority, pins)
             ratio = loop.get("period_error_p99_ms", float("nan")) / peer["period_error_p99_ms"]
             results[f"{rate:g}hz"] = {"bridge": loop, "peer_timer": peer, "seconds": seconds,
                                       "p99_period_error_ratio_to_peer": ratio}  # fmt: skip

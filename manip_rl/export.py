@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import json
@@ -773,10 +774,8 @@ def convert_policy_file(
     src = os.fspath(src)
     if _is_onnx_path(src):
         raise ExportError(f"{src!r} is ONNX already; convert a TorchScript (.pt) policy file")
-    policy = load_policy(src, optimize=False)  # every check of the file, first
-    extra = {METADATA_FILE: ""}
-    module = torch.jit.load(src, map_location="cpu", _extra_files=extra)
-    metadata = json.loads(extra[METADATA_FILE])
+    policy = load_policy(src, optimize=False)  # every check of the file; the module as saved
+    metadata = copy.deepcopy(policy.metadata)
     metadata.setdefault("provenance", {})["converted_from"] = {
         "file": os.path.basename(src),
         "weights_sha256": policy.weights_sha256,
@@ -784,7 +783,7 @@ def convert_policy_file(
     out_path = os.fspath(out_path)
     if not _is_onnx_path(out_path):
         raise ExportError(f"--out {out_path!r}: an ONNX policy file must end in .onnx")
-    _write_onnx(Exported(module, metadata, None, None), out_path)  # type: ignore[arg-type]
+    _write_onnx(Exported(policy.module, metadata, None, None), out_path)  # type: ignore[arg-type]
     converted = load_policy(out_path)
 
     norm = metadata["normalization"]

@@ -207,6 +207,17 @@ def set_cpu_affinity(spec: str | None) -> str:
     return f"pinned to CPU {','.join(str(c) for c in sorted(cpus))}"
 
 
+def apply_realtime_arguments(args) -> list[str]:
+    """Apply ``--cpus`` and ``--rt-priority`` (see :func:`add_realtime_arguments`) to this
+    process, before ``rclpy.init``; returns the lines for the node's log. A CPU list that
+    cannot be used exits with its reason."""
+    try:
+        cpu_message = set_cpu_affinity(args.cpus)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    return [m for m in (cpu_message, set_realtime_priority(args.rt_priority)) if m]
+
+
 def add_realtime_arguments(p) -> None:
     p.add_argument(
         "--rt-priority",

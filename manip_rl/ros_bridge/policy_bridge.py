@@ -610,18 +610,13 @@ def ros_arguments(args: argparse.Namespace, default_params: Path) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     ros_args = ros_arguments(args, dds.SIM_PARAMS)
-    try:
-        cpu_message = dds.set_cpu_affinity(args.cpus)
-    except ValueError as e:
-        raise SystemExit(str(e)) from None
-    rt_message = dds.set_realtime_priority(args.rt_priority)
+    messages = dds.apply_realtime_arguments(args)
     rclpy.init(args=["manip-rl-serve", *ros_args])
     node = None
     try:
         node = PolicyBridge()
-        for message in (cpu_message, rt_message):
-            if message:
-                node.get_logger().info(message)
+        for message in messages:
+            node.get_logger().info(message)
         if node.get_parameter("autostart").value:
             node.start_autostart()
         executor = SingleThreadedExecutor()

@@ -338,18 +338,13 @@ def run(args: argparse.Namespace) -> int:
     ros_args = ros_arguments(args, dds.SIM_PARAMS)
     if args.env_id:
         ros_args += ["-p", f"env_id:={args.env_id}"]
-    try:
-        cpu_message = dds.set_cpu_affinity(args.cpus)
-    except ValueError as e:
-        raise SystemExit(str(e)) from None
-    rt_message = dds.set_realtime_priority(args.rt_priority)
+    messages = dds.apply_realtime_arguments(args)
     rclpy.init(args=["manip-rl-sim-arm", *ros_args])
     node = None
     try:
         node = SimArm()
-        for message in (cpu_message, rt_message):
-            if message:
-                node.get_logger().info(message)
+        for message in messages:
+            node.get_logger().info(message)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
