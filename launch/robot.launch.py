@@ -6,6 +6,8 @@ with a forward_position_controller or joint_trajectory_controller running).
     ros2 lifecycle set /policy_bridge activate      # refuses, with the reason, on a mismatch
     ros2 service call /policy_bridge/enable std_srvs/srv/SetBool "{data: true}"
 
+Pin the bridge to an isolated CPU under real-time priority: `cpus:=3 rt_priority:=20`.
+
 Without ROS 2: `manip-rl serve --params-file launch/config/robot.yaml --policy ...`.
 """
 
@@ -26,12 +28,20 @@ def generate_launch_description():
         [
             DeclareLaunchArgument("policy", description="the exported policy file (.pt)"),
             DeclareLaunchArgument("params_file", default_value=CONFIG),
+            DeclareLaunchArgument(
+                "cpus", default_value="", description="CPUs for the bridge, e.g. 3 ('' = all)"
+            ),
+            DeclareLaunchArgument(
+                "rt_priority", default_value="0", description="SCHED_FIFO priority (0 = off)"
+            ),
             ExecuteProcess(
                 cmd=[
                     "manip-rl",
                     "serve",
                     "--params-file",
                     params,
+                    ["--cpus=", LaunchConfiguration("cpus")],
+                    ["--rt-priority=", LaunchConfiguration("rt_priority")],
                     "--ros-args",
                     "-p",
                     ["policy:=", policy],

@@ -110,3 +110,49 @@ def test_cli_builds_the_ros_arguments_a_launch_file_would_pass(tmp_path):
     ]  # fmt: skip
     with pytest.raises(SystemExit, match="nope.yaml"):
         policy_bridge.ros_arguments(p.parse_args(["--params-file", "nope.yaml"]), dds.SIM_PARAMS)
+
+
+def _joined_options(tree: ast.AST) -> list[list[str]]:
+    """Per ExecuteProcess, the options written as ``["--opt=", LaunchConfiguration(...)]``."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "ExecuteProcess":
+            for kw in node.keywords:
+                if kw.arg == "cmd" and isinstance(kw.value, ast.List):
+                    out.append(
+                        [
+                            e.elts[0].value
+                            for e in kw.value.elts
+                            if isinstance(e, ast.List) and isinstance(e.elts[0], ast.Constant)
+                        ]
+                    )
+    return out
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_files_pass_cpu_pinning_that_the_cli_accepts_at_its_defaults(path: Path):
+    """Every node a launch file starts takes --cpus and --rt-priority from launch arguments; at
+    the launch defaults ('' and 0) the CLI parses them and pins nothing."""
+    pytest.importorskip("rclpy")
+    import argparse
+
+    from manip_rl.ros_bridge import policy_bridge, sim_arm
+
+    tree = ast.parse(path.read_text(), filename=str(path))
+    defaults = {
+        n.args[0].value: k.value.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "DeclareLaunchArgument"
+        for k in n.keywords
+        if k.arg == "default_value" and isinstance(k.value, ast.Constant)
+    }
+    adders = {"serve": policy_bridge.add_arguments, "sim-arm": sim_arm.add_arguments}
+    for cmd, options in zip(_commands(tree), _joined_options(tree), strict=True):
+        assert options[:2] == ["--cpus=", "--rt-priority="], f"{path.name}: {cmd[1]} {options}"
+        p = argparse.ArgumentParser()
+        adders[cmd[1]](p)
+        cpus = next(v for k, v in defaults.items() if k.endswith("cpus"))
+        args = p.parse_args([f"--cpus={cpus}", f"--rt-priority={defaults['rt_priority']}"])
+        assert dds.apply_realtime_arguments(args) == []
+        with pytest.raises(SystemExit, match="not a CPU number"):
+            dds.apply_realtime_arguments(p.parse_args(["--cpus=x"]))
