@@ -2,7 +2,8 @@
 2019, Sec. 5): ``manip-rl train --dr adr``.
 
 Each randomized quantity has a current range ``[low, high]`` that starts at its nominal value.
-On every reset, with probability ``boundary_prob``, one movable boundary is picked at random and
+On every reset, with probability ``boundary_prob``, one movable boundary is picked at random (uniformly,
+or with ``boundary_focus`` weighted toward the boundaries furthest below ``success_high``) and
 the episode runs with that quantity pinned at the boundary (the others are sampled from their
 current ranges). The episode's success goes into that boundary's buffer; when the buffer holds
 ``buffer_size`` episodes, a mean success of at least ``success_high`` moves the boundary one
@@ -90,6 +91,9 @@ DEFAULT_RULE = {
     "boundary_prob": 0.5,  # share of episodes spent on a boundary (OpenAI 2019: p_b = 0.5)
     "success_high": 0.8,  # widen at or above this boundary success rate
     "success_low": 0.4,  # narrow at or below it
+    # 0: pick the evaluated boundary uniformly (OpenAI 2019). k > 0: weight each boundary by
+    # 1 + k * (success_high - its last decision's success), so the weakest get more practice.
+    "boundary_focus": 0.0,
 }
 _TOL = 1e-9
 
@@ -131,6 +135,7 @@ class AdrSettings:
     boundary_prob: float = DEFAULT_RULE["boundary_prob"]
     success_high: float = DEFAULT_RULE["success_high"]
     success_low: float = DEFAULT_RULE["success_low"]
+    boundary_focus: float = DEFAULT_RULE["boundary_focus"]
 
     def param(self, name: str) -> ParamSpec:
         return next(p for p in self.params if p.name == name)
@@ -141,6 +146,7 @@ class AdrSettings:
             "boundary_prob": self.boundary_prob,
             "success_high": self.success_high,
             "success_low": self.success_low,
+            "boundary_focus": self.boundary_focus,
             # A quantity left out is written as null, so the dict reads back to these settings.
             "params": {
                 name: self.param(name).to_dict() if name in self.names else None
@@ -172,6 +178,11 @@ class AdrSettings:
             v = rule[key]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
                 raise AdrConfigError(f"{source}: {key}={v!r}: use a number in [0, 1]")
+        focus = rule["boundary_focus"]
+        if isinstance(focus, bool) or not isinstance(focus, (int, float)) or not 0 <= focus <= 100:
+            raise AdrConfigError(
+                f"{source}: boundary_focus={focus!r}: use a number in [0, 100] (0: uniform)"
+            )
         if not rule["success_low"] < rule["success_high"]:
             raise AdrConfigError(
                 f"{source}: success_low={rule['success_low']} must be below "
@@ -201,6 +212,7 @@ class AdrSettings:
             boundary_prob=float(rule["boundary_prob"]),
             success_high=float(rule["success_high"]),
             success_low=float(rule["success_low"]),
+            boundary_focus=float(focus),
         )
 
 
@@ -293,6 +305,7 @@ class AdrState:
         settings: AdrSettings,
         ranges: Mapping[str, list[float]] | None = None,
         buffers: Mapping[str, list[float]] | None = None,
+        last_success: Mapping[str, float] | None = None,
     ) -> None:
         self.settings = settings
         self.ranges: dict[str, list[float]] = {p.name: list(p.init) for p in settings.params}
@@ -307,6 +320,10 @@ class AdrState:
         for b, values in (buffers or {}).items():
             if b in self.buffers:
                 self.buffers[b] = [float(v) for v in values]
+        # Each boundary's success at its last decision (for boundary_focus).
+        self.last_success: dict[str, float] = {
+            b: float(v) for b, v in (last_success or {}).items() if b in self.buffers
+        }
 
     @property
     def boundaries(self) -> list[str]:
@@ -334,6 +351,7 @@ class AdrState:
         mean = float(np.mean(buf))
         n = len(buf)
         buf.clear()
+        self.last_success[boundary] = mean
         if mean >= self.settings.success_high:
             action = "widen" if self._move(boundary, outward=True) else "keep"
         elif mean <= self.settings.success_low:
@@ -365,6 +383,17 @@ class AdrState:
         self.ranges[name][i] = new
         return True
 
+    def boundary_weights(self) -> np.ndarray:
+        """Relative chance of each of :attr:`boundaries` to be evaluated: 1 each, plus
+        ``boundary_focus`` times its shortfall below ``success_high`` at its last decision."""
+        s = self.settings
+        return np.array(
+            [
+                1.0 + s.boundary_focus * max(0.0, s.success_high - self.last_success.get(b, 1.0))
+                for b in self.boundaries
+            ]
+        )
+
     def nats_per_dimension(self) -> float:
         """OpenAI's summary of ADR's entropy: the mean log width of the ranges (int and linear
         quantities count their width plus one step, so a point is not minus infinity)."""
@@ -385,7 +414,11 @@ class AdrState:
         boundary, value = None, math.nan
         bounds = self.boundaries
         if bounds and rng.random() < self.settings.boundary_prob:
-            boundary = bounds[int(rng.integers(len(bounds)))]
+            if self.settings.boundary_focus > 0:
+                w = self.boundary_weights()
+                boundary = bounds[int(rng.choice(len(bounds), p=w / w.sum()))]
+            else:
+                boundary = bounds[int(rng.integers(len(bounds)))]
             value = self.value(boundary)
         pinned = boundary.split(":")[0] if boundary else None
         base = base or RandomizationConfig()
@@ -410,6 +443,7 @@ class AdrState:
         return {
             "ranges": {k: list(v) for k, v in self.ranges.items()},
             "buffers": {k: list(v) for k, v in self.buffers.items()},
+            "last_success": dict(self.last_success),
             "nats_per_dimension": round(self.nats_per_dimension(), 6),
         }
 
@@ -464,9 +498,12 @@ class AdrWrapper(_Wrapper):
         self.adr_rng = np.random.default_rng(seed)
         self._boundary: tuple[str, float] | None = None
 
-    def adr_set_ranges(self, ranges: Mapping[str, list[float]]) -> None:
-        """New ranges from the training process; they apply from the next reset."""
-        self.adr = AdrState(self.adr.settings, ranges)
+    def adr_set_ranges(
+        self, ranges: Mapping[str, list[float]], last_success: Mapping[str, float] | None = None
+    ) -> None:
+        """New ranges (and, for ``boundary_focus``, the boundaries' last successes) from the
+        training process; they apply from the next reset."""
+        self.adr = AdrState(self.adr.settings, ranges, last_success=last_success)
 
     def adr_ranges(self) -> dict[str, list[float]]:
         return {k: list(v) for k, v in self.adr.ranges.items()}
@@ -589,7 +626,7 @@ class AdrCallback(_BaseCallback):
             )
         with open(state_path) as f:
             saved = json.load(f)
-        state = AdrState(settings, saved["ranges"], saved.get("buffers"))
+        state = AdrState(settings, saved["ranges"], saved.get("buffers"), saved.get("last_success"))
         events = []
         if os.path.isfile(events_path):
             with open(events_path, newline="") as f:
@@ -623,8 +660,13 @@ class AdrCallback(_BaseCallback):
             n = self.num_timesteps
             for u in updates:
                 self.events.append({"timesteps": n, **dataclasses.asdict(u)})
-            if any(u.action != "keep" for u in updates):
-                self.training_env.env_method("adr_set_ranges", copy.deepcopy(self.state.ranges))
+            # With boundary_focus every decision changes the boundaries' weights.
+            if self.settings.boundary_focus > 0 or any(u.action != "keep" for u in updates):
+                self.training_env.env_method(
+                    "adr_set_ranges",
+                    copy.deepcopy(self.state.ranges),
+                    dict(self.state.last_success),
+                )
             self._write_events()
         return True
 

@@ -100,8 +100,9 @@ def test_state_round_trips_through_its_dict():
     feed(st, "friction:high", [1] * 5)
     feed(st, "joint_damping:low", [1, 0])
     d = json.loads(json.dumps(st.to_dict()))
-    back = adr.AdrState(settings(), d["ranges"], d["buffers"])
+    back = adr.AdrState(settings(), d["ranges"], d["buffers"], d["last_success"])
     assert back.ranges == st.ranges and back.buffers == st.buffers
+    assert back.last_success == st.last_success == {"friction:high": 1.0}
     assert back.nats_per_dimension() == pytest.approx(st.nats_per_dimension())
     assert st.nats_per_dimension() > adr.AdrState(settings()).nats_per_dimension()
 
@@ -111,6 +112,8 @@ def test_settings_errors_name_the_key():
         ({"buffer_size": 0}, "buffer_size"),
         ({"success_low": 0.9, "success_high": 0.5}, "success_low"),
         ({"boundary_prob": 1.5}, "boundary_prob"),
+        ({"boundary_focus": -1}, "boundary_focus"),
+        ({"boundary_focus": "weak"}, "boundary_focus"),
         ({"typo": 1}, "typo"),
         ({"params": {"mass": {}}}, "mass"),
         ({"params": {"link_mass": {"init": [0.1, 2.0]}}}, "params.link_mass.init"),
@@ -125,6 +128,33 @@ def test_settings_errors_name_the_key():
     # Reach has no object: its ADR leaves object mass and size out.
     names = {p.name for p in adr.AdrSettings.from_dict({}, "reach").params}
     assert "object_mass" not in names and "link_mass" in names
+
+
+def test_boundary_focus_gives_the_weakest_boundaries_more_episodes():
+    """Uniform by default; with boundary_focus a boundary that fell short of success_high at its
+    last decision is evaluated in proportion to 1 + focus * shortfall."""
+    rng = np.random.default_rng(0)
+
+    def picks(st, n=4000):
+        counts = dict.fromkeys(st.boundaries, 0)
+        for _ in range(n):
+            counts[st.sample_episode(rng, None, {})[1]] += 1
+        return counts
+
+    for focus in (0.0, 10.0):
+        st = adr.AdrState(settings(boundary_focus=focus))
+        feed(st, "joint_damping:low", [1, 0, 0, 0, 1])  # 40% at its last decision
+        feed(st, "friction:high", [1] * 5)  # 100%: no shortfall
+        w = st.boundary_weights()
+        b = st.boundaries
+        assert w[b.index("joint_damping:low")] == pytest.approx(1 + focus * 0.4)
+        assert w[b.index("friction:high")] == 1.0
+        counts = picks(st)
+        share = counts["joint_damping:low"] / 4000
+        expected = w[b.index("joint_damping:low")] / w.sum()
+        assert share == pytest.approx(expected, abs=0.02), (focus, share, expected)
+    # Focus 10 gives the 40% boundary 5x the episodes of one that succeeded.
+    assert counts["joint_damping:low"] > 3 * counts["friction:high"]
 
 
 # ------------------------------------------------------------------------------------ env side
@@ -186,7 +216,8 @@ def test_training_with_adr_logs_saves_and_resumes_the_ranges(tmp_path):
     continues from the saved ranges, not from the initial ones."""
     yaml_path = tmp_path / "adr.yaml"
     yaml_path.write_text(
-        "buffer_size: 2\nboundary_prob: 1.0\n"
+        # boundary_focus: the workers also get the last successes through env_method.
+        "buffer_size: 2\nboundary_prob: 1.0\nboundary_focus: 5\n"
         "params:\n  link_mass: {init: [0.5, 1.5]}\n"
         + "".join(
             f"  {n}: null\n"
@@ -218,6 +249,7 @@ def test_training_with_adr_logs_saves_and_resumes_the_ranges(tmp_path):
     with open(os.path.join(run, "adr", "ranges.json")) as f:
         saved = json.load(f)
     assert saved["timesteps"] == 1000
+    assert set(saved["last_success"]) == {"link_mass:low", "link_mass:high"}
     lo, hi = saved["ranges"]["link_mass"]
     assert 0.5 < lo <= 1.0 and 1.0 <= hi < 1.5 and (lo, hi) != (0.5, 1.5)
     assert [float(events[-1]["low"]), float(events[-1]["high"])] == [lo, hi]
