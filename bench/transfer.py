@@ -317,11 +317,20 @@ def main(argv: list[str] | None = None) -> int:
         wider = [k for k in keys if adr_ranges[k][0] <= default_ranges[k][0] + 1e-9
                  and adr_ranges[k][1] >= default_ranges[k][1] - 1e-9]  # fmt: skip
         better = a["adr"]["heldout_success"] >= a["randomized"]["heldout_success"]
+        # OpenAI's summary of the whole distribution's width (mean log range width, ADR's
+        # quantities only), for ADR's ranges and for the hand-set ones.
+        settings = adr.AdrSettings.from_dict({}, task_key)
+        hand = {k: v for k, v in default_ranges.items() if k in settings.names}
+        hand.update(action_latency=list(default.action_latency),
+                    observation_latency=list(default.observation_latency),
+                    observation_noise=[0.0, 1.0])  # fmt: skip
         figures["adr_wider"] = {
             "value": f"{len(wider)}/{len(keys)} physics ranges contain the default",
             "met": len(wider) == len(keys) and better,
             "adr_log_widths": log_widths(adr_ranges, keys),
             "default_log_widths": log_widths(default_ranges, keys),
+            "adr_nats_per_dimension": adr.AdrState(settings, adr_ranges).nats_per_dimension(),
+            "default_nats_per_dimension": adr.AdrState(settings, hand).nats_per_dimension(),
             "latency": {k: adr_ranges.get(k) for k in ("action_latency", "observation_latency")},
             "heldout_adr_minus_randomized": a["adr"]["heldout_success"]
             - a["randomized"]["heldout_success"],
@@ -396,6 +405,9 @@ def render(res: dict, names: list[str]) -> str:
         lines += ["", "| quantity | ADR log-width | default log-width |", "|---|---|---|"]
         for k, v in w["adr_log_widths"].items():
             lines.append(f"| {k} | {v:.2f} | {w['default_log_widths'][k]:.2f} |")
+        lines += ["", f"Nats per dimension (all ADR quantities): ADR "
+                  f"{w['adr_nats_per_dimension']:.2f}, hand-set "
+                  f"{w['default_nats_per_dimension']:.2f}."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
