@@ -202,11 +202,14 @@ def ros_timing(
             )
             for cpu in sorted(os.sched_getaffinity(0))
         ]
+        t0 = time.perf_counter()  # CLOCK_MONOTONIC: the bridge's stamps are on the same clock
         session.run_episode(seconds)
         outs = [json.loads(p.communicate(timeout=seconds + 30)[0]) for p in probes]
     stats = session.bridge_stats()
     result = summarize_stats(stats)
     result.update(_match_stalls(stats.get("overruns", []), outs))
+    # When each overrun came, in seconds after the episode started (a start-up cost shows as 0.x).
+    result["overrun_at_s"] = [round(t - t0, 3) for t, _ in stats.get("overruns", [])]
     return result
 
 

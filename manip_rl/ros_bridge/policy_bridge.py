@@ -235,7 +235,11 @@ class PolicyBridge(LifecycleNode):
         )
         # The first diagnostics message loads its type support and numpy's percentile code: 12 ms
         # measured, which in the control loop was a missed 500 Hz tick. Do it now, inactive.
+        # The message, and the statistics on samples (np.percentile's first call alone took
+        # 6.6 ms; until 2026-11-26 it came with the first diagnostics after enabling, 0.2 s into
+        # every run, and cost a 500 Hz tick 8-11 ms late).
         self._publish_diagnostics()
+        self._summarize({k: [self.period, self.period] for k in self.stats})
         # Move everything loaded so far (torch, the model, MuJoCo) out of the garbage collector's
         # reach: a full collection over it stalled the 500 Hz loop by more than a period.
         gc.collect()
@@ -518,7 +522,9 @@ class PolicyBridge(LifecycleNode):
     # ------------------------------------------------------------------ diagnostics
     def summary(self, window: bool = True) -> dict[str, float]:
         """Loop statistics in ms (the diagnostics window, or the whole run)."""
-        src = self.window if window else self.stats
+        return self._summarize(self.window if window else self.stats)
+
+    def _summarize(self, src: dict) -> dict[str, float]:
         periods = np.asarray(src["period"])
         out: dict[str, float] = {}
         if len(periods):
