@@ -4,8 +4,8 @@
 Each randomized quantity has a current range ``[low, high]`` that starts at its nominal value.
 On every reset, with probability ``boundary_prob``, one movable boundary is picked at random
 (uniformly, or with ``boundary_focus`` weighted toward the boundaries furthest below
-``success_high``) and the episode runs with that quantity pinned at the boundary (the others are sampled from their
-current ranges). The episode's success goes into that boundary's buffer; when the buffer holds
+``success_high``) and the episode runs with that quantity pinned at the boundary (the others are
+sampled from their current ranges). The episode's success goes into that boundary's buffer; when the buffer holds
 ``buffer_size`` episodes, a mean success of at least ``success_high`` moves the boundary one
 ``step`` outward (wider), at most ``success_low`` one step back toward nominal (narrower), and the
 buffer is emptied. Ranges never pass their hard limits and always contain the nominal value.
