@@ -1,14 +1,15 @@
 """Automatic domain randomization (ADR; OpenAI et al., "Solving Rubik's Cube with a Robot Hand",
 2019, Sec. 5): ``manip-rl train --dr adr``.
 
-Each randomized quantity has a current range ``[low, high]`` that starts at its nominal value.
-On every reset, with probability ``boundary_prob``, one movable boundary is picked at random
+Each randomized quantity has a current range ``[low, high]`` that starts at its nominal value. On
+every reset, with probability ``boundary_prob``, one movable boundary is picked at random
 (uniformly, or with ``boundary_focus`` weighted toward the boundaries furthest below
 ``success_high``) and the episode runs with that quantity pinned at the boundary (the others are
-sampled from their current ranges). The episode's success goes into that boundary's buffer; when the buffer holds
-``buffer_size`` episodes, a mean success of at least ``success_high`` moves the boundary one
-``step`` outward (wider), at most ``success_low`` one step back toward nominal (narrower), and the
-buffer is emptied. Ranges never pass their hard limits and always contain the nominal value.
+sampled from their current ranges). The episode's success goes into that boundary's buffer; when
+the buffer holds ``buffer_size`` episodes, a mean success of at least ``success_high`` moves the
+boundary one ``step`` outward (wider), at most ``success_low`` one step back toward nominal
+(narrower), and the buffer is emptied. Ranges never pass their hard limits and always contain the
+nominal value.
 
 The pieces:
 
