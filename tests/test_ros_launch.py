@@ -20,15 +20,20 @@ LAUNCH_FILES = sorted(LAUNCH_DIR.glob("*.launch.py"))
 NODE_OF_SUBCOMMAND = {"serve": "policy_bridge", "sim-arm": "sim_arm"}
 
 
+def _cmd_lists(tree: ast.AST) -> list[ast.List]:
+    """The ``cmd=[...]`` list of every ExecuteProcess call."""
+    return [
+        kw.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "ExecuteProcess"
+        for kw in node.keywords
+        if kw.arg == "cmd" and isinstance(kw.value, ast.List)
+    ]
+
+
 def _commands(tree: ast.AST) -> list[list[str]]:
     """The string parts of every ``cmd=[...]`` list in an ExecuteProcess call."""
-    out = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "ExecuteProcess":
-            for kw in node.keywords:
-                if kw.arg == "cmd" and isinstance(kw.value, ast.List):
-                    out.append([e.value for e in kw.value.elts if isinstance(e, ast.Constant)])
-    return out
+    return [[e.value for e in cmd.elts if isinstance(e, ast.Constant)] for cmd in _cmd_lists(tree)]
 
 
 def _yaml_files(tree: ast.AST) -> list[str]:
@@ -114,19 +119,14 @@ def test_cli_builds_the_ros_arguments_a_launch_file_would_pass(tmp_path):
 
 def _joined_options(tree: ast.AST) -> list[list[str]]:
     """Per ExecuteProcess, the options written as ``["--opt=", LaunchConfiguration(...)]``."""
-    out = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "ExecuteProcess":
-            for kw in node.keywords:
-                if kw.arg == "cmd" and isinstance(kw.value, ast.List):
-                    out.append(
-                        [
-                            e.elts[0].value
-                            for e in kw.value.elts
-                            if isinstance(e, ast.List) and isinstance(e.elts[0], ast.Constant)
-                        ]
-                    )
-    return out
+    return [
+        [
+            e.elts[0].value
+            for e in cmd.elts
+            if isinstance(e, ast.List) and isinstance(e.elts[0], ast.Constant)
+        ]
+        for cmd in _cmd_lists(tree)
+    ]
 
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
