@@ -774,15 +774,15 @@ def convert_policy_file(
     src = os.fspath(src)
     if _is_onnx_path(src):
         raise ExportError(f"{src!r} is ONNX already; convert a TorchScript (.pt) policy file")
+    out_path = os.fspath(out_path)
+    if not _is_onnx_path(out_path):
+        raise ExportError(f"--out {out_path!r}: an ONNX policy file must end in .onnx")
     policy = load_policy(src, optimize=False)  # every check of the file; the module as saved
     metadata = copy.deepcopy(policy.metadata)
     metadata.setdefault("provenance", {})["converted_from"] = {
         "file": os.path.basename(src),
         "weights_sha256": policy.weights_sha256,
     }
-    out_path = os.fspath(out_path)
-    if not _is_onnx_path(out_path):
-        raise ExportError(f"--out {out_path!r}: an ONNX policy file must end in .onnx")
     _write_onnx(Exported(policy.module, metadata, None, None), out_path)  # type: ignore[arg-type]
     converted = load_policy(out_path)
 
