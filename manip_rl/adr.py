@@ -491,9 +491,10 @@ class AdrWrapper(_Wrapper):
         ranges: Mapping[str, list[float]] | None = None,
         base: RandomizationConfig | None = None,
         seed: int | None = None,
+        last_success: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(env)
-        self.adr = AdrState(settings, ranges)
+        self.adr = AdrState(settings, ranges, last_success=last_success)
         self.base = base
         self.noise_ref = default_noise(env.unwrapped.task)
         self.adr_rng = np.random.default_rng(seed)
@@ -534,14 +535,18 @@ class AdrEnvFactory:
         ranges: dict,
         base: dict | None,
         seed: int | None,
+        last_success: dict | None = None,
     ) -> None:
         self.inner, self.settings, self.task = inner, settings, task
         self.ranges, self.base, self.seed = ranges, base, seed
+        self.last_success = last_success
 
     def __call__(self) -> AdrWrapper:
         base = RandomizationConfig.from_dict(self.base) if self.base else None
         settings = AdrSettings.from_dict(self.settings, self.task)
-        return AdrWrapper(self.inner(), settings, self.ranges, base, self.seed)
+        return AdrWrapper(
+            self.inner(), settings, self.ranges, base, self.seed, last_success=self.last_success
+        )
 
 
 # ------------------------------------------------------------------------------------ training
@@ -644,6 +649,8 @@ class AdrCallback(_BaseCallback):
             copy.deepcopy(self.state.ranges),
             self.base,
             getattr(factory, "seed", None),
+            # A resumed run's workers start with the saved weights of boundary_focus too.
+            dict(self.state.last_success),
         )
 
     def _on_step(self) -> bool:

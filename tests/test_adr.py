@@ -155,6 +155,15 @@ def test_boundary_focus_gives_the_weakest_boundaries_more_episodes():
         assert share == pytest.approx(expected, abs=0.02), (focus, share, expected)
     # Focus 10 gives the 40% boundary 5x the episodes of one that succeeded.
     assert counts["joint_damping:low"] > 3 * counts["friction:high"]
+    # The env factory (what a resumed run's workers are built from) carries those weights.
+    factory = adr.AdrEnvFactory(
+        lambda: gym.make("manip_rl/PandaPush-v0"), st.settings.to_dict(), "push",
+        st.ranges, None, 0, dict(st.last_success),
+    )  # fmt: skip
+    env = factory()
+    assert env.adr.last_success == st.last_success
+    np.testing.assert_allclose(env.adr.boundary_weights(), w)
+    env.close()
 
 
 # ------------------------------------------------------------------------------------ env side
