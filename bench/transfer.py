@@ -163,17 +163,6 @@ def pooled(points: list[robustness.Point], policy: str, names: list[str]) -> tup
     return sum(p.successes for p in sel), sum(p.episodes for p in sel)
 
 
-def handset_ranges(base) -> dict[str, list[float]]:
-    """The hand-set default ranges of ADR's quantities, written as ADR ranges (sensor noise:
-    x0-1 of the default, which the hand-set configuration applies at x1)."""
-    ranges = {k: list(r.bounds()) for k, r in base.physics.items()
-              if k in adr.PHYSICS_PARAMS and r.dist != "normal"}  # fmt: skip
-    ranges.update(action_latency=list(base.action_latency),
-                  observation_latency=list(base.observation_latency),
-                  observation_noise=[0.0, 1.0])  # fmt: skip
-    return ranges
-
-
 def log_widths(ranges: dict[str, list[float]], keys: list[str]) -> dict[str, float]:
     return {k: math.log(ranges[k][1] / ranges[k][0]) for k in keys if k in ranges}
 
@@ -187,7 +176,7 @@ def adr_overhead(task: str, steps: int = 3000, repeats: int = 5) -> dict:
 
     key = {"PandaPush": "push", "PandaReach": "reach"}[task]
     base = load_config("default", key)
-    params = {k: {"init": v} for k, v in handset_ranges(base).items()}
+    params = {k: {"init": v} for k, v in adr.ranges_of_config(base).items()}
     settings = adr.AdrSettings.from_dict({"params": params}, key)
     env_id = f"manip_rl/{task}-v0"
     plain = gym.make(env_id, randomization="default")
@@ -329,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         # OpenAI's summary of the whole distribution's width (mean log range width, ADR's
         # quantities only), for ADR's ranges and for the hand-set ones.
         settings = adr.AdrSettings.from_dict({}, task_key)
-        hand = handset_ranges(default)
+        hand = adr.ranges_of_config(default)
         figures["adr_wider"] = {
             "value": f"{len(wider)}/{len(keys)} physics ranges contain the default",
             "met": len(wider) == len(keys) and better,

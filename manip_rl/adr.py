@@ -421,7 +421,24 @@ class AdrState:
             else:
                 boundary = bounds[int(rng.integers(len(bounds)))]
             value = self.value(boundary)
-        pinned = boundary.split(":")[0] if boundary else None
+        return self.episode_config(rng, base, noise_ref, boundary), boundary, value
+
+    def episode_config(
+        self,
+        rng: np.random.Generator,
+        base: RandomizationConfig | None,
+        noise_ref: Mapping,
+        boundary: str | None = None,
+    ) -> RandomizationConfig:
+        """An episode's randomization with ``boundary`` (if any) pinned at its value and every
+        other quantity from its range; the rest of ``base`` unchanged."""
+        pinned, value = None, math.nan
+        if boundary is not None:
+            if boundary not in self.boundaries:
+                raise AdrConfigError(
+                    f"{boundary!r} is not a movable boundary; known: {', '.join(self.boundaries)}"
+                )
+            pinned, value = boundary.split(":")[0], self.value(boundary)
         base = base or RandomizationConfig()
         physics = dict(base.physics)
         latency = {"action_latency": base.action_latency,
@@ -437,8 +454,7 @@ class AdrState:
             else:  # observation_noise: one multiplier per episode for every sensor
                 m = lo if hi <= lo else float(rng.uniform(lo, hi))
                 noise = {k: float(std) * m for k, std in noise_ref.items()}
-        cfg = dataclasses.replace(base, physics=physics, observation_noise=noise, **latency)
-        return cfg, boundary, value
+        return dataclasses.replace(base, physics=physics, observation_noise=noise, **latency)
 
     def to_dict(self) -> dict:
         return {
@@ -464,6 +480,18 @@ def set_env_randomization(env: Any, config: RandomizationConfig | None) -> None:
         base._randomizer = DomainRandomizer(base.model, base.ids, config)
     else:
         base._randomizer.config = config
+
+
+def ranges_of_config(config: RandomizationConfig) -> dict[str, list[float]]:
+    """A hand-set randomization's ranges of ADR's quantities, written as ADR ranges (sensor
+    noise: x0-1 of the default, which a hand-set configuration applies at x1; quantities it
+    draws from a normal distribution, or not at all, are left out)."""
+    ranges = {k: list(r.bounds()) for k, r in config.physics.items()
+              if k in PHYSICS_PARAMS and r.dist != "normal"}  # fmt: skip
+    ranges.update(action_latency=list(config.action_latency),
+                  observation_latency=list(config.observation_latency),
+                  observation_noise=[0.0, 1.0])  # fmt: skip
+    return ranges
 
 
 def default_noise(task: str) -> dict[str, float]:

@@ -11,6 +11,10 @@ Writes ``OUT/robustness.csv`` (one row per policy and point, with the 95% Wilson
 ``OUT/robustness.md`` (the tables) and ``OUT/robustness.png`` (one panel per quantity, one line per
 policy with its interval; the hand-set training range is shaded).
 
+``--boundaries RANGES`` runs ADR's test instead: each end of each range of RANGES (an ADR run
+directory, ``default`` or a randomization YAML) with that quantity pinned and the others drawn
+from their ranges, with what ADR's rule would do there (``boundaries.{csv,md,png}``).
+
 A POLICY is a policy file (``manip-rl export``), a run directory (exported on the fly), or
 ``scripted:ENV_ID`` (the scripted controller, a reference that knows the task but not the
 physics).
@@ -318,6 +322,18 @@ class Runner:
         return wins
 
 
+def _one_task(actors: Sequence[Actor], episodes: int) -> str:
+    if episodes < 1:
+        raise RobustnessError("--episodes must be at least 1")
+    tasks = {a.task for a in actors}
+    if len(tasks) != 1:
+        raise RobustnessError(
+            f"the policies are for different tasks ({', '.join(sorted(tasks))}); compare "
+            f"policies of one task per plot"
+        )
+    return tasks.pop()
+
+
 def sweep(
     actors: Sequence[Actor],
     quantities: Mapping[str, Sequence[float]],
@@ -331,15 +347,7 @@ def sweep(
     actor as ``kind="shift_set", quantity="nominal"``."""
     from tqdm import tqdm
 
-    if episodes < 1:
-        raise RobustnessError("--episodes must be at least 1")
-    tasks = {a.task for a in actors}
-    if len(tasks) != 1:
-        raise RobustnessError(
-            f"the policies are for different tasks ({', '.join(sorted(tasks))}); compare "
-            f"policies of one task per plot"
-        )
-    task = tasks.pop()
+    task = _one_task(actors, episodes)
     points_per_actor = 1 + sum(len(v) for v in quantities.values()) + len(shift_sets)
     bar = tqdm(
         total=len(actors) * points_per_actor * episodes,
@@ -369,6 +377,187 @@ def sweep(
     finally:
         bar.close()
     return out
+
+
+# ------------------------------------------------------------------------------------ boundaries
+@dataclasses.dataclass
+class Boundaries:
+    """What a boundary audit probes: ADR settings (quantities and thresholds), the ranges, and
+    the base randomization that supplies everything ADR does not manage."""
+
+    source: str
+    settings: Any  # manip_rl.adr.AdrSettings
+    ranges: dict[str, list[float]]
+    base: RandomizationConfig | None
+
+
+def load_boundaries(spec: str, task: str) -> Boundaries:
+    """``--boundaries``: an ADR run directory (its newest saved ranges, its settings and its base
+    randomization), or a randomization config, ``default`` or a YAML path (its hand-set ranges,
+    judged with the default ADR thresholds)."""
+    import json
+
+    import yaml
+
+    from manip_rl import adr
+
+    where = f"--boundaries {spec}"
+    if os.path.isdir(spec):
+        sp = os.path.join(spec, adr.ADR_DIR, adr.SETTINGS_FILE)
+        if not os.path.isfile(sp):
+            raise RobustnessError(
+                f"{where}: not an ADR run (no {adr.ADR_DIR}/{adr.SETTINGS_FILE}); give an ADR "
+                f"run directory, 'default', or a randomization YAML"
+            )
+        ranges = adr.read_ranges(spec)
+        if ranges is None:
+            raise RobustnessError(
+                f"{where}: the ADR run has saved no ranges yet ({adr.ADR_DIR}/"
+                f"{adr.RANGES_FILE} is written with its first checkpoint)"
+            )
+        with open(os.path.join(spec, "config.yaml")) as f:
+            cfg = yaml.safe_load(f)
+        run_task = adr.task_of_config(cfg)
+        if run_task != task:
+            raise RobustnessError(f"{where}: an ADR run of {run_task}, the policies are {task}")
+        with open(sp) as f:
+            settings = adr.AdrSettings.from_dict(json.load(f), task, source=sp)
+        base = load_config(cfg.get("randomization"), task)
+        return Boundaries(spec, settings, ranges, base)
+    try:
+        base = load_config(spec, task)
+    except (RandomizationConfigError, OSError) as e:
+        raise RobustnessError(f"{where}: {e}") from None
+    if base is None:
+        raise RobustnessError(f"{where}: randomizes nothing, so there are no boundaries to probe")
+    return Boundaries(spec, adr.load_settings(None, task), adr.ranges_of_config(base), base)
+
+
+def boundary_audit(
+    actors: Sequence[Actor],
+    boundaries: Boundaries,
+    episodes: int = 50,
+    seed: int = 2_000_000,
+    n_envs: int = 8,
+    progress: bool = True,
+) -> list[Point]:
+    """ADR's test of a range, for any ranges: each policy runs ``episodes`` episodes with one
+    quantity pinned at one end of its range and every other quantity drawn from its range, as an
+    ADR boundary episode does. Ends at the nominal value are skipped. Every policy faces the same
+    episodes (seeds and drawn configurations). Points have ``kind="boundary"`` and
+    ``quantity="<name>:low|high"``."""
+    from tqdm import tqdm
+
+    from manip_rl import adr
+
+    task = _one_task(actors, episodes)
+    state = adr.AdrState(boundaries.settings, boundaries.ranges)
+    probes = [
+        b for b in state.boundaries
+        if abs(state.value(b) - boundaries.settings.param(b.split(":")[0]).nominal) > 1e-9
+    ]  # fmt: skip
+    if not probes:
+        raise RobustnessError(
+            f"--boundaries {boundaries.source}: every range is the nominal point; nothing to probe"
+        )
+    noise_ref = adr.default_noise(task)
+    bar = tqdm(total=len(actors) * len(probes) * episodes, unit="ep", desc="boundaries",
+               disable=not progress)  # fmt: skip
+    out: list[Point] = []
+    try:
+        for actor in actors:
+            runner = Runner(actor, n_envs=min(n_envs, episodes))
+            batch = len(runner.envs)
+            bar.set_postfix_str(actor.label)
+            try:
+                for i, b in enumerate(probes):
+                    rng = np.random.default_rng([seed, i])  # the same draws for every policy
+                    wins = 0
+                    for start in range(0, episodes, batch):
+                        cfg = state.episode_config(rng, boundaries.base, noise_ref, b)
+                        n = min(batch, episodes - start)
+                        wins += runner.successes(cfg, n, seed + start, bar.update)
+                    out.append(Point(actor.label, "boundary", b, state.value(b), wins, episodes))
+            finally:
+                runner.close()
+    finally:
+        bar.close()
+    return out
+
+
+def verdict(success: float, settings: Any) -> str:
+    """What ADR's rule would do with a boundary at this success rate."""
+    if success >= settings.success_high:
+        return "widen"
+    if success <= settings.success_low:
+        return "narrow"
+    return "keep"
+
+
+def boundary_markdown(points: Sequence[Point], boundaries: Boundaries) -> str:
+    """One row per boundary: its value and each policy's success with ADR's verdict."""
+    s = boundaries.settings
+    policies = list(dict.fromkeys(p.policy for p in points))
+    cell = {(p.policy, p.quantity): p for p in points}
+    lines = [
+        f"Success at each end of the ranges of {boundaries.source} (that quantity pinned, the "
+        f"others drawn from their ranges), {points[0].episodes} episodes a point, 95% Wilson "
+        f"interval, and what ADR's rule would do (widen >= {s.success_high:g}, narrow <= "
+        f"{s.success_low:g}, keep between).",
+        "",
+        "| boundary | value | " + " | ".join(policies) + " |",
+        "|---|---" + "|---" * len(policies) + "|",
+    ]
+    for q in dict.fromkeys(p.quantity for p in points):
+        row = []
+        for pol in policies:
+            p = cell.get((pol, q))
+            if p is None:
+                row.append("–")
+                continue
+            lo, hi = p.interval
+            row.append(f"{p.success:.0%} ({lo:.0%}–{hi:.0%}) {verdict(p.success, s)}")
+        value = next(p.value for p in points if p.quantity == q)
+        lines.append(f"| {q} | {value:g} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_boundaries(points: Sequence[Point], boundaries: Boundaries, path: str) -> None:
+    """Horizontal bars: success at each boundary per policy, over ADR's three zones."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = boundaries.settings
+    names = list(dict.fromkeys(p.quantity for p in points))
+    policies = list(dict.fromkeys(p.policy for p in points))
+    value = {p.quantity: p.value for p in points}
+    fig, ax = plt.subplots(figsize=(8, 0.9 + 0.32 * len(names) * max(1, len(policies))))
+    ax.axvspan(0, s.success_low, color="#f4cccc", label=f"narrow (<= {s.success_low:g})")
+    ax.axvspan(s.success_high, 1.0, color="#d9ead3", label=f"widen (>= {s.success_high:g})")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    height = 0.8 / max(1, len(policies))
+    for k, pol in enumerate(policies):
+        pts = {p.quantity: p for p in points if p.policy == pol}
+        y = np.arange(len(names)) + k * height
+        succ = [pts[n].success if n in pts else np.nan for n in names]
+        err = np.array([[pts[n].success - pts[n].interval[0], pts[n].interval[1] - pts[n].success]
+                        if n in pts else [0, 0] for n in names]).T  # fmt: skip
+        ax.barh(y, succ, height, xerr=np.clip(err, 0, None), capsize=2,
+                color=colors[k % len(colors)], label=pol)  # fmt: skip
+    ax.set_yticks(np.arange(len(names)) + 0.4 - height / 2,
+                  [f"{n.replace(':', ' ')} = {value[n]:g}" for n in names])  # fmt: skip
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.0)
+    ax.set_xlabel("success at the boundary (others drawn from their ranges)")
+    ax.set_title(f"Boundary audit of {os.path.basename(os.path.normpath(boundaries.source))} "
+                 f"({points[0].episodes} episodes a point, 95% intervals)", fontsize=10)  # fmt: skip
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.06), ncol=4, frameon=False, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------ reports
@@ -495,8 +684,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--quantities",
-        default=",".join(QUANTITIES),
-        help=f"comma-separated subset of: {', '.join(QUANTITIES)}; '' for none",
+        default=None,
+        help=f"comma-separated subset of: {', '.join(QUANTITIES)} (default all); '' for none",
     )
     p.add_argument(
         "--values",
@@ -519,6 +708,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=("auto", "best", "final", "latest"),
         default="auto",
         help="which model of a run directory (auto: best, else final, else latest)",
+    )
+    p.add_argument(
+        "--boundaries",
+        default=None,
+        metavar="RANGES",
+        help="instead of the sweep: ADR's test at each end of some ranges (that quantity "
+        "pinned, the others drawn from their ranges), with what ADR's rule would do; RANGES is "
+        "an ADR run directory, 'default' (the hand-set training ranges) or a randomization YAML",
     )
     p.add_argument("--out", default="robustness", help="output directory (default robustness/)")
     p.add_argument("--seed", type=int, default=2_000_000, help="seed of the first episode")
@@ -552,18 +749,54 @@ def parse_quantities(names: str, values: Sequence[str]) -> dict[str, tuple[float
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def _load_actors(args: argparse.Namespace, tmp: str) -> list[Actor]:
+    which = None if args.model == "auto" else args.model
+    actors = [load_actor(p, tmp, which) for p in args.policies]
+    labels = [a.label for a in actors]
+    for i, a in enumerate(actors):  # two files called policy.pt stay two lines
+        if labels.count(a.label) > 1:
+            a.label = f"{a.label}#{i + 1}"
+    return actors
+
+
+def run_boundaries(args: argparse.Namespace) -> int:
     try:
-        quantities = parse_quantities(args.quantities, args.values)
+        given = [f for f, v in (("--quantities", args.quantities), ("--values", args.values or None),
+                                ("--shift-sets", args.shift_sets)) if v is not None]  # fmt: skip
+        if given:
+            raise RobustnessError(
+                f"--boundaries runs the boundary audit alone; drop {', '.join(given)} (run the "
+                f"sweep as a separate command)"
+            )
         if args.episodes < 1:
             raise RobustnessError("--episodes must be at least 1")
         with tempfile.TemporaryDirectory() as tmp:
-            which = None if args.model == "auto" else args.model
-            actors = [load_actor(p, tmp, which) for p in args.policies]
-            labels = [a.label for a in actors]
-            for i, a in enumerate(actors):  # two files called policy.pt stay two lines
-                if labels.count(a.label) > 1:
-                    a.label = f"{a.label}#{i + 1}"
+            actors = _load_actors(args, tmp)
+            b = load_boundaries(args.boundaries, actors[0].task)
+            points = boundary_audit(actors, b, args.episodes, args.seed, args.n_envs,
+                                    progress=not args.no_progress)  # fmt: skip
+    except RobustnessError as e:
+        raise SystemExit(f"manip-rl robustness: {e}") from None
+    os.makedirs(args.out, exist_ok=True)
+    write_csv(points, os.path.join(args.out, "boundaries.csv"))
+    table = boundary_markdown(points, b)
+    atomic_write_text(os.path.join(args.out, "boundaries.md"), table)
+    plot_boundaries(points, b, os.path.join(args.out, "boundaries.png"))
+    print(table)
+    print(f"wrote {args.out}/boundaries.csv, boundaries.md, boundaries.png")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.boundaries is not None:
+        return run_boundaries(args)
+    try:
+        names = ",".join(QUANTITIES) if args.quantities is None else args.quantities
+        quantities = parse_quantities(names, args.values)
+        if args.episodes < 1:
+            raise RobustnessError("--episodes must be at least 1")
+        with tempfile.TemporaryDirectory() as tmp:
+            actors = _load_actors(args, tmp)
             task = actors[0].task
             paths = [HELDOUT_DIR] if args.shift_sets is None else args.shift_sets
             sets = load_shift_sets(paths, task)

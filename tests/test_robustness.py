@@ -3,6 +3,7 @@
 
 import csv
 import glob
+import json
 import os
 
 import gymnasium as gym
@@ -225,3 +226,101 @@ def test_bad_policies_are_refused_clearly(tmp_path):
         cli_main(["robustness", "scripted:manip_rl/PandaReach-v0",
                   "scripted:manip_rl/PandaPush-v0", "--episodes", "1", "--quantities", "",
                   "--shift-sets", "--out", str(tmp_path), "--no-progress"])  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ boundaries
+def test_an_episode_config_pins_one_boundary_and_draws_the_rest_from_their_ranges():
+    from manip_rl import adr
+
+    settings = adr.load_settings(None, "push")
+    state = adr.AdrState(settings, {"joint_damping": [0.5, 2.0], "link_mass": [0.8, 1.5],
+                                    "action_latency": [0, 2]})  # fmt: skip
+    base = load_config("default", "push")
+    cfg = state.episode_config(np.random.default_rng(0), base, adr.default_noise("push"),
+                               "joint_damping:low")  # fmt: skip
+    d = cfg.physics["joint_damping"]
+    assert (d.low, d.high) == (0.5, 0.5)
+    m = cfg.physics["link_mass"]
+    assert (m.low, m.high) == (0.8, 1.5)
+    assert cfg.action_latency == (0, 2)
+    assert cfg.physics["gravity"] == base.physics["gravity"]  # not ADR's: the base's
+    with pytest.raises(adr.AdrConfigError, match="joint_damping:middle"):
+        state.episode_config(np.random.default_rng(0), base, {}, "joint_damping:middle")
+
+
+def test_the_hand_set_ranges_are_audited_as_adr_ranges():
+    b = rb.load_boundaries("default", "push")
+    assert b.ranges["joint_damping"] == [0.3, 3.0]
+    assert b.ranges["action_latency"] == [0, 1]
+    assert b.settings.success_high == 0.8  # the default ADR thresholds judge them
+    with pytest.raises(rb.RobustnessError, match="randomizes nothing"):
+        rb.load_boundaries("none", "push")
+    with pytest.raises(rb.RobustnessError, match="does not exist"):
+        rb.load_boundaries("nope.yaml", "push")
+
+
+def test_a_boundary_the_controller_cannot_handle_is_judged_narrow(tmp_path):
+    from manip_rl import adr
+
+    settings = adr.AdrSettings.from_dict({"params": {"joint_damping": {"hard": [0.1, 50]}}},
+                                         "reach")  # fmt: skip
+    actor = rb.ScriptedActor("manip_rl/PandaReach-v0")
+    narrow = rb.Boundaries("narrow", settings, {"link_mass": [1.0, 1.2],
+                                                "joint_damping": [1.0, 1.1]}, None)  # fmt: skip
+    wide = rb.Boundaries("wide", settings, {"link_mass": [1.0, 1.2],
+                                            "joint_damping": [1.0, 30.0]}, None)  # fmt: skip
+    easy = rb.boundary_audit([actor], narrow, episodes=8, progress=False)
+    hard = rb.boundary_audit([actor], wide, episodes=8, progress=False)
+    # Ends at the nominal value (damping low, mass low, the latencies) are not probed.
+    assert [(p.quantity, p.value) for p in hard] == [("link_mass:high", 1.2),
+                                                    ("joint_damping:high", 30.0)]  # fmt: skip
+    assert all(rb.verdict(p.success, settings) == "widen" for p in easy)
+    # 30x damping cannot move the arm in time: ADR would pull that end in ...
+    assert hard[1].success <= 0.25 and rb.verdict(hard[1].success, settings) == "narrow"
+    # ... and the mass boundary, tested with damping drawn from [1, 30], suffers with it.
+    assert hard[0].success < easy[0].success
+    md = rb.boundary_markdown(hard, wide)
+    assert "| joint_damping:high | 30 |" in md and "narrow" in md
+    rb.plot_boundaries(hard, wide, str(tmp_path / "b.png"))
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    b_nominal = rb.Boundaries("nominal", settings, {}, None)
+    with pytest.raises(rb.RobustnessError, match="nominal point"):
+        rb.boundary_audit([actor], b_nominal, episodes=1, progress=False)
+
+
+def test_the_cli_audits_an_adr_runs_ranges(tmp_path):
+    from manip_rl import adr
+    from manip_rl.fileio import atomic_write_text
+    from manip_rl.policies import config as cfgmod
+    from manip_rl.policies import rundir
+
+    run = str(tmp_path / "adr_run")
+    os.makedirs(run)
+    cfg = cfgmod.load_config("PandaReach", "ppo")
+    cfg["randomization"] = cfgmod.randomization_dict(cfg)
+    rundir.write_config(run, cfg)
+    settings = adr.init_run(run, cfg, {"success_high": 0.9})
+    state = adr.AdrState(settings, {"actuator_gain": [0.9, 1.0], "observation_latency": [0, 1]})
+    atomic_write_text(os.path.join(run, "adr", "ranges.json"), json.dumps(state.to_dict()))
+    out = tmp_path / "audit"
+    rc = cli_main(["robustness", "scripted:manip_rl/PandaReach-v0", "--boundaries", run,
+                   "--episodes", "2", "--out", str(out), "--no-progress"])  # fmt: skip
+    assert rc == 0
+    with open(out / "boundaries.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["kind"], r["quantity"], r["value"]) for r in rows] == [
+        ("boundary", "actuator_gain:low", "0.9"),
+        ("boundary", "observation_latency:high", "1.0"),
+    ]
+    assert "widen >= 0.9" in (out / "boundaries.md").read_text()  # the run's own thresholds
+    assert (out / "boundaries.png").is_file()
+
+    with pytest.raises(SystemExit, match="drop --quantities"):
+        cli_main(["robustness", "scripted:manip_rl/PandaReach-v0", "--boundaries", run,
+                  "--quantities", "mass_scale", "--out", str(out)])  # fmt: skip
+    with pytest.raises(SystemExit, match="not an ADR run"):
+        cli_main(["robustness", "scripted:manip_rl/PandaReach-v0", "--boundaries",
+                  str(tmp_path), "--out", str(out), "--no-progress"])  # fmt: skip
+    with pytest.raises(SystemExit, match="an ADR run of reach, the policies are push"):
+        cli_main(["robustness", "scripted:manip_rl/PandaPush-v0", "--boundaries", run,
+                  "--out", str(out), "--no-progress"])  # fmt: skip
