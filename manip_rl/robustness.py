@@ -533,7 +533,8 @@ def plot_boundaries(points: Sequence[Point], boundaries: Boundaries, path: str) 
     names = list(dict.fromkeys(p.quantity for p in points))
     policies = list(dict.fromkeys(p.policy for p in points))
     value = {p.quantity: p.value for p in points}
-    fig, ax = plt.subplots(figsize=(8, 0.9 + 0.32 * len(names) * max(1, len(policies))))
+    rows = len(names) * max(1, len(policies))
+    fig, ax = plt.subplots(figsize=(8, 1.8 + 0.2 * rows))
     ax.axvspan(0, s.success_low, color="#f4cccc", label=f"narrow (<= {s.success_low:g})")
     ax.axvspan(s.success_high, 1.0, color="#d9ead3", label=f"widen (>= {s.success_high:g})")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -548,13 +549,15 @@ def plot_boundaries(points: Sequence[Point], boundaries: Boundaries, path: str) 
                 color=colors[k % len(colors)], label=pol)  # fmt: skip
     ax.set_yticks(np.arange(len(names)) + 0.4 - height / 2,
                   [f"{n.replace(':', ' ')} = {value[n]:g}" for n in names])  # fmt: skip
-    ax.invert_yaxis()
+    ax.set_ylim(len(names) - height / 2 - 0.1, -height / 2 - 0.1)  # top to bottom
     ax.set_xlim(0, 1.0)
     ax.set_xlabel("success at the boundary (others drawn from their ranges)")
     ax.set_title(f"Boundary audit of {os.path.basename(os.path.normpath(boundaries.source))} "
                  f"({points[0].episodes} episodes a point, 95% intervals)", fontsize=10)  # fmt: skip
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.06), ncol=4, frameon=False, fontsize=8)
-    fig.tight_layout()
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False, fontsize=8)
+    legend_rows = (len(labels) + 2) // 3
+    fig.tight_layout(rect=(0, (0.2 + 0.22 * legend_rows) / fig.get_figheight(), 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
