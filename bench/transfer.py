@@ -16,6 +16,7 @@ Figures (issue 6), each computed here from the runs this script trains or is giv
     python bench/transfer.py --quick    # a few minutes: tiny budgets, a smoke check of the chain
     python bench/transfer.py --nominal RUN --randomized RUN --adr RUN   # judge existing runs
     python bench/transfer.py --adr-overhead   # ADR wrapper's env steps/s against the plain env
+    python bench/transfer.py ... --audit      # also ADR's test at the ends of the hand-set ranges
 
 Runs go to ``--runs-dir`` (default runs/transfer/<task>_<arm>); an interrupted training resumes
 and a finished one is reused, so the script can be run again after a kill. The report
@@ -91,6 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-scripted", action="store_true",
                    help="leave out the scripted controller (a reference line: it shows each "
                         "shift is still solvable by a controller that knows the task)")  # fmt: skip
+    p.add_argument(
+        "--audit",
+        action="store_true",
+        help="also run ADR's test at each end of the hand-set ranges for every policy "
+        "(manip-rl robustness --boundaries default): boundaries.{csv,md,png}",
+    )
     p.add_argument(
         "--adr-overhead",
         action="store_true",
@@ -250,6 +257,16 @@ def main(argv: list[str] | None = None) -> int:
               f"episodes each")  # fmt: skip
         points = robustness.sweep(actors, quantities, heldout, args.episodes,
                                   progress=sys.stderr.isatty())  # fmt: skip
+        audit = None
+        if args.audit:
+            hand_set = robustness.load_boundaries("default", task_key)
+            print(f"auditing the hand-set ranges' ends, {args.episodes} episodes each")
+            audit = robustness.boundary_audit(actors, hand_set, args.episodes,
+                                              progress=sys.stderr.isatty())  # fmt: skip
+            robustness.write_csv(audit, os.path.join(args.out, "boundaries.csv"))
+            audit_md = robustness.boundary_markdown(audit, hand_set)
+            atomic_write_text(os.path.join(args.out, "boundaries.md"), audit_md)
+            robustness.plot_boundaries(audit, hand_set, os.path.join(args.out, "boundaries.png"))
     robustness.write_csv(points, os.path.join(args.out, "robustness.csv"))
     atomic_write_text(os.path.join(args.out, "robustness.md"), robustness.markdown(points))
     robustness.plot(points, os.path.join(args.out, "robustness.png"), task_key)
@@ -335,6 +352,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         figures["adr_wider"] = {"value": None, "met": None,
                                 "note": "the ADR policy is not an ADR run directory"}  # fmt: skip
+    if audit:
+        # Would ADR keep the hand-set ranges? Its test at each of their ends, per policy.
+        high = hand_set.settings.success_high
+        res["handset_audit"] = {
+            "success_high": high,
+            "table": audit_md,
+            "passes": {
+                pol: sum(p.success >= high for p in audit if p.policy == pol)
+                for pol in dict.fromkeys(p.policy for p in audit)
+            },
+            "ends": len({p.quantity for p in audit}),
+            "success": {f"{p.policy} {p.quantity}": p.success for p in audit},
+        }
     res["figures"] = figures
     res["wall_s"] = round(time.monotonic() - t_start, 1)
     res["machine"] = f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs"
@@ -345,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
                       json.dumps(res, indent=1, default=_json))  # fmt: skip
     atomic_write_text(os.path.join(args.out, "report.md"), report)
     print(report)
-    print(f"wrote {args.out}/report.md, transfer.json, robustness.csv/.md/.png, adr_ranges.png")
+    extra = ", boundaries.csv/.md/.png" if audit else ""
+    print(f"wrote {args.out}/report.md, transfer.json, robustness.csv/.md/.png, adr_ranges.png"
+          f"{extra}")  # fmt: skip
     return 0
 
 
@@ -403,6 +435,12 @@ def render(res: dict, names: list[str]) -> str:
         lines += ["", f"Nats per dimension (all ADR quantities): ADR "
                   f"{w['adr_nats_per_dimension']:.2f}, hand-set "
                   f"{w['default_nats_per_dimension']:.2f}."]  # fmt: skip
+    if "handset_audit" in res:
+        h = res["handset_audit"]
+        passes = ", ".join(f"{k} {v}" for k, v in h["passes"].items())
+        lines += ["", "## ADR's test at the ends of the hand-set ranges (`--audit`)", "",
+                  f"Ends where a policy reaches ADR's widening threshold ({h['success_high']:g}),"
+                  f" of {h['ends']}: {passes}.", "", h["table"]]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
