@@ -430,7 +430,11 @@ def load_boundaries(spec: str, task: str) -> Boundaries:
         raise RobustnessError(f"{where}: {e}") from None
     if base is None:
         raise RobustnessError(f"{where}: randomizes nothing, so there are no boundaries to probe")
-    return Boundaries(spec, adr.load_settings(None, task), adr.ranges_of_config(base), base)
+    # A hand-set file applies its sensor noise at a fixed x1, not over a range: left to the base.
+    settings = adr.load_settings({"params": {"observation_noise": None}}, task)
+    ranges = adr.ranges_of_config(base)
+    del ranges["observation_noise"]
+    return Boundaries(spec, settings, ranges, base)
 
 
 def boundary_audit(

@@ -249,10 +249,18 @@ def test_an_episode_config_pins_one_boundary_and_draws_the_rest_from_their_range
 
 
 def test_the_hand_set_ranges_are_audited_as_adr_ranges():
+    from manip_rl import adr
+
     b = rb.load_boundaries("default", "push")
     assert b.ranges["joint_damping"] == [0.3, 3.0]
     assert b.ranges["action_latency"] == [0, 1]
     assert b.settings.success_high == 0.8  # the default ADR thresholds judge them
+    # Hand-set sensor noise is a fixed x1, from the base, not a range with an end to probe.
+    assert "observation_noise" not in b.settings.names
+    cfg = adr.AdrState(b.settings, b.ranges).episode_config(
+        np.random.default_rng(0), b.base, adr.default_noise("push"), "friction:low"
+    )
+    assert cfg.observation_noise == b.base.observation_noise
     with pytest.raises(rb.RobustnessError, match="randomizes nothing"):
         rb.load_boundaries("none", "push")
     with pytest.raises(rb.RobustnessError, match="does not exist"):
