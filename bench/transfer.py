@@ -263,13 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"auditing the hand-set ranges' ends, {args.episodes} episodes each")
             audit = robustness.boundary_audit(actors, hand_set, args.episodes,
                                               progress=sys.stderr.isatty())  # fmt: skip
-            robustness.write_csv(audit, os.path.join(args.out, "boundaries.csv"))
-            audit_md = robustness.boundary_markdown(audit, hand_set)
-            atomic_write_text(os.path.join(args.out, "boundaries.md"), audit_md)
-            robustness.plot_boundaries(audit, hand_set, os.path.join(args.out, "boundaries.png"))
-    robustness.write_csv(points, os.path.join(args.out, "robustness.csv"))
-    atomic_write_text(os.path.join(args.out, "robustness.md"), robustness.markdown(points))
-    robustness.plot(points, os.path.join(args.out, "robustness.png"), task_key)
+            audit_md = robustness.write_boundary_report(audit, hand_set, args.out)
+    robustness.write_report(points, args.out, task_key)
 
     names = list(heldout)
     res: dict = {"task": args.task, "episodes": args.episodes, "quick": args.quick,
@@ -323,26 +318,25 @@ def main(argv: list[str] | None = None) -> int:
                                 "met": k_adr >= TARGETS["keep_ratio"]}  # fmt: skip
 
     # 3. ADR's ranges against the hand-set defaults, and its held-out success.
-    default = load_config("default", task_key)
-    default_ranges = {k: list(r.bounds()) for k, r in default.physics.items()
-                      if r.dist != "normal"}  # fmt: skip
+    default_ranges = adr.ranges_of_config(load_config("default", task_key))
     adr_ranges = adr.read_ranges(runs["adr"]) if "adr" in runs else None
     if adr_ranges:
-        keys = [k for k in default_ranges if k in adr_ranges]
+        keys = [k for k in default_ranges if k in adr.PHYSICS_PARAMS and k in adr_ranges]
         wider = [k for k in keys if adr_ranges[k][0] <= default_ranges[k][0] + 1e-9
                  and adr_ranges[k][1] >= default_ranges[k][1] - 1e-9]  # fmt: skip
         better = a["adr"]["heldout_success"] >= a["randomized"]["heldout_success"]
         # OpenAI's summary of the whole distribution's width (mean log range width, ADR's
         # quantities only), for ADR's ranges and for the hand-set ones.
         settings = adr.AdrSettings.from_dict({}, task_key)
-        hand = adr.ranges_of_config(default)
         figures["adr_wider"] = {
             "value": f"{len(wider)}/{len(keys)} physics ranges contain the default",
             "met": len(wider) == len(keys) and better,
             "adr_log_widths": log_widths(adr_ranges, keys),
             "default_log_widths": log_widths(default_ranges, keys),
             "adr_nats_per_dimension": adr.AdrState(settings, adr_ranges).nats_per_dimension(),
-            "default_nats_per_dimension": adr.AdrState(settings, hand).nats_per_dimension(),
+            "default_nats_per_dimension": adr.AdrState(
+                settings, default_ranges
+            ).nats_per_dimension(),
             "latency": {k: adr_ranges.get(k) for k in ("action_latency", "observation_latency")},
             "heldout_adr_minus_randomized": a["adr"]["heldout_success"]
             - a["randomized"]["heldout_success"],

@@ -678,6 +678,26 @@ def plot(points: Sequence[Point], path: str, task: str | None = None) -> None:
     plt.close(fig)
 
 
+def write_report(points: Sequence[Point], out: str, task: str) -> str:
+    """``OUT/robustness.{csv,md,png}`` of a sweep; returns the markdown tables."""
+    os.makedirs(out, exist_ok=True)
+    write_csv(points, os.path.join(out, "robustness.csv"))
+    table = markdown(points)
+    atomic_write_text(os.path.join(out, "robustness.md"), table)
+    plot(points, os.path.join(out, "robustness.png"), task)
+    return table
+
+
+def write_boundary_report(points: Sequence[Point], boundaries: Boundaries, out: str) -> str:
+    """``OUT/boundaries.{csv,md,png}`` of a boundary audit; returns the markdown table."""
+    os.makedirs(out, exist_ok=True)
+    write_csv(points, os.path.join(out, "boundaries.csv"))
+    table = boundary_markdown(points, boundaries)
+    atomic_write_text(os.path.join(out, "boundaries.md"), table)
+    plot_boundaries(points, boundaries, os.path.join(out, "boundaries.png"))
+    return table
+
+
 # ------------------------------------------------------------------------------------ CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -784,12 +804,7 @@ def run_boundaries(args: argparse.Namespace) -> int:
                                     progress=not args.no_progress)  # fmt: skip
     except RobustnessError as e:
         raise SystemExit(f"manip-rl robustness: {e}") from None
-    os.makedirs(args.out, exist_ok=True)
-    write_csv(points, os.path.join(args.out, "boundaries.csv"))
-    table = boundary_markdown(points, b)
-    atomic_write_text(os.path.join(args.out, "boundaries.md"), table)
-    plot_boundaries(points, b, os.path.join(args.out, "boundaries.png"))
-    print(table)
+    print(write_boundary_report(points, b, args.out))
     print(f"wrote {args.out}/boundaries.csv, boundaries.md, boundaries.png")
     return 0
 
@@ -811,11 +826,6 @@ def run(args: argparse.Namespace) -> int:
                            progress=not args.no_progress)  # fmt: skip
     except RobustnessError as e:
         raise SystemExit(f"manip-rl robustness: {e}") from None
-    os.makedirs(args.out, exist_ok=True)
-    write_csv(points, os.path.join(args.out, "robustness.csv"))
-    table = markdown(points)
-    atomic_write_text(os.path.join(args.out, "robustness.md"), table)
-    plot(points, os.path.join(args.out, "robustness.png"), task)
-    print(table)
+    print(write_report(points, args.out, task))
     print(f"wrote {args.out}/robustness.csv, robustness.md, robustness.png")
     return 0
