@@ -233,11 +233,11 @@ class PolicyBridge(LifecycleNode):
         self._diag_timer = self.create_timer(
             float(self._p("diagnostics_period")), self._publish_diagnostics
         )
-        # The first diagnostics message loads its type support and numpy's percentile code: 12 ms
-        # measured, which in the control loop was a missed 500 Hz tick. Do it now, inactive.
-        # The message, and the statistics on samples (np.percentile's first call alone took
-        # 6.6 ms; until 2026-11-26 it came with the first diagnostics after enabling, 0.2 s into
-        # every run, and cost a 500 Hz tick 8-11 ms late).
+        # First calls are slow; pay for them now, inactive, not in the control loop. The first
+        # diagnostics message loads its type support (12 ms with the statistics, measured). The
+        # statistics on real samples need their own warm-up, since the message above has none:
+        # np.percentile's first call took 6.6 ms, and until 2026-11-26 it came with the first
+        # diagnostics after enabling and made a 500 Hz tick 8-11 ms late.
         self._publish_diagnostics()
         self._summarize({k: [self.period, self.period] for k in self.stats})
         # Move everything loaded so far (torch, the model, MuJoCo) out of the garbage collector's
