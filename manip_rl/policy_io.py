@@ -2,8 +2,9 @@
 
 The most important rule of sim-to-real: the observation a policy sees on the robot is built by the
 same code that built it in training, and its action is turned into joint targets by the same code.
-This module is that code. It needs numpy only; forward kinematics for the robot side lives in
-:class:`PandaKinematics`, which imports MuJoCo lazily.
+This module is that code. It needs numpy and the robot descriptions (``manip_rl.robots``) only;
+forward kinematics lives in :class:`manip_rl.robots.kinematics.Kinematics`, which imports MuJoCo
+lazily.
 
 Conventions
 -----------
@@ -22,22 +23,25 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
-PANDA_JOINT_NAMES: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8))
-PANDA_FINGER_JOINT_NAMES: tuple[str, ...] = ("panda_finger_joint1", "panda_finger_joint2")
+from manip_rl.robots import PANDA
+from manip_rl.robots.franka import SIM_MODEL_LOWER, SIM_MODEL_UPPER
+from manip_rl.robots.kinematics import Kinematics
+
+PANDA_JOINT_NAMES: tuple[str, ...] = PANDA.joint_names
+PANDA_FINGER_JOINT_NAMES: tuple[str, ...] = PANDA.finger_joint_names
 # Simulator joint = robot joint - offset (gymnasium-robotics chain.xml rotates link6 by an extra
 # pi/2 about z and link7 by pi/4; checked by forward kinematics in tests/test_policy_io.py).
-SIM_JOINT_OFFSETS = np.array([0.0, 0.0, 0.0, 0.0, 0.0, np.pi / 2, np.pi / 4])
-# Franka's "ready" pose (franka_ros2 / libfranka examples): end effector pointing down.
-PANDA_HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
-# Joint limits: the tighter of Franka's datasheet and the simulated model's ranges (robot
-# convention); the action mapper never commands outside them.
-PANDA_JOINT_LOWER = np.array([-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0865, -2.1119])
-PANDA_JOINT_UPPER = np.array([2.8973, 1.7628, 2.8973, -0.4000, 2.8973, 3.6835, 2.8973])
-GRIPPER_MAX_OPENING = 0.08  # metres between the fingers, Franka Hand datasheet
+SIM_JOINT_OFFSETS = np.asarray(PANDA.sim_joint_offsets).copy()
+PANDA_HOME = np.asarray(PANDA.home).copy()
+# Joint limits a policy is trained within: the tighter of Franka's datasheet and the simulated
+# model's ranges (robot convention); the action mapper never commands outside them.
+PANDA_JOINT_LOWER = np.maximum(PANDA.lower, SIM_MODEL_LOWER)
+PANDA_JOINT_UPPER = np.minimum(PANDA.upper, SIM_MODEL_UPPER)
+GRIPPER_MAX_OPENING = PANDA.gripper_max_opening  # metres between the fingers, Franka Hand datasheet
 
 JOINT_DELTA = "joint_delta"
 EE_DELTA = "ee_delta"
@@ -421,42 +425,9 @@ def damped_least_squares(jac: np.ndarray, dx: np.ndarray, damping: float = 0.05)
     return jac.T @ np.linalg.solve(jjt, dx)
 
 
-class PandaKinematics:
-    """Forward kinematics and the TCP Jacobian of the simulated Panda, for the robot side and for
-    scripted controllers. Uses the environments' MuJoCo model; robot convention in and out."""
+class PandaKinematics(Kinematics):
+    """Forward kinematics of the Panda (kept for callers of the old name; see
+    :class:`manip_rl.robots.kinematics.Kinematics`)."""
 
     def __init__(self) -> None:
-        import mujoco
-
-        from manip_rl.envs.scene import build_model
-
-        self._mj = mujoco
-        self.model, self.ids = build_model("reach")
-        self.data = mujoco.MjData(self.model)
-        self._jacp = np.zeros((3, self.model.nv))
-        self._jacr = np.zeros((3, self.model.nv))
-
-    def _set(self, joint_pos: Sequence[float]) -> None:
-        self.data.qpos[self.ids.arm_qpos] = np.asarray(joint_pos) - SIM_JOINT_OFFSETS
-        self._mj.mj_kinematics(self.model, self.data)
-
-    def ee_pos(self, joint_pos: Sequence[float]) -> np.ndarray:
-        """TCP position (m, base frame)."""
-        self._set(joint_pos)
-        return self.data.site_xpos[self.ids.ee_site].copy()
-
-    def ee_pose(self, joint_pos: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-        """TCP position and 3x3 rotation matrix."""
-        self._set(joint_pos)
-        s = self.ids.ee_site
-        return self.data.site_xpos[s].copy(), self.data.site_xmat[s].reshape(3, 3).copy()
-
-    def ee_jacobian(self, joint_pos: Sequence[float], rotation: bool = False) -> np.ndarray:
-        """3x7 position Jacobian of the TCP (6x7 with ``rotation``: angular rows below)."""
-        self._set(joint_pos)
-        self._mj.mj_comPos(self.model, self.data)
-        self._mj.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self.ids.ee_site)
-        cols = self.ids.arm_dof
-        if rotation:
-            return np.vstack([self._jacp[:, cols], self._jacr[:, cols]])
-        return self._jacp[:, cols].copy()
+        super().__init__(PANDA)

@@ -22,11 +22,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import importlib.util
-import os
 
 import mujoco
 import numpy as np
+
+from manip_rl.robots.model import SIM_ARM_ACTUATORS as _SIM_ARM_ACTUATORS
+from manip_rl.robots.model import SIM_ARM_JOINTS as _SIM_ARM_JOINTS
+from manip_rl.robots.model import SIM_FINGER_ACTUATORS as _SIM_FINGER_ACTUATORS
+from manip_rl.robots.model import SIM_FINGER_JOINTS as _SIM_FINGER_JOINTS
+from manip_rl.robots.model import franka_assets_dir
 
 CONTROL_PERIOD = 0.04  # s (25 Hz), the simulated time per env step of FetchPush-v4 and panda-gym
 SUBSTEPS = 15  # physics steps per control step
@@ -35,29 +39,6 @@ ARM_DAMPING = (40.0, 40.0, 40.0, 40.0, 4.0, 4.0, 4.0)  # N m s/rad
 ARM_ARMATURE = 0.1  # kg m^2, reflected rotor inertia (order of the Panda's, Gaz et al. 2019)
 CUBE_HALF_SIZE = 0.025  # m, FetchPush's 5 cm block
 TASKS = ("reach", "push", "pick_place")
-
-_SIM_ARM_JOINTS = tuple(f"robot:panda0_joint{i}" for i in range(1, 8))
-_SIM_FINGER_JOINTS = ("robot:panda0_finger_joint1", "robot:panda0_finger_joint2")
-_SIM_ARM_ACTUATORS = tuple(f"panda0_joint{i}" for i in range(1, 8))
-_SIM_FINGER_ACTUATORS = ("r_gripper_finger_joint", "l_gripper_finger_joint")
-
-
-def franka_assets_dir() -> str:
-    """Where gymnasium-robotics installs its Franka model (found without importing the package,
-    whose import registers dozens of envs and prints notices)."""
-    spec = importlib.util.find_spec("gymnasium_robotics")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "gymnasium-robotics is not installed; manip_rl loads the Franka Panda model from it: "
-            "pip install 'gymnasium-robotics==1.4.2'"
-        )
-    root = spec.submodule_search_locations[0]
-    path = os.path.join(root, "envs", "assets", "kitchen_franka", "franka_assets")
-    if not os.path.isfile(os.path.join(path, "chain.xml")):
-        raise RuntimeError(
-            f"the Franka model was not found under {path}: reinstall gymnasium-robotics"
-        )
-    return path
 
 
 def _scene_xml(task: str) -> str:
