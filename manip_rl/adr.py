@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from manip_rl.envs import registry
 from manip_rl.envs.randomization import (
-    CONFIG_DIR,
     DomainRandomizer,
     RandomizationConfig,
     Range,
@@ -199,7 +199,7 @@ class AdrSettings:
             )
         params = []
         for name, default in DEFAULT_PARAMS.items():
-            if task == "reach" and name in OBJECT_PARAMS:
+            if name in OBJECT_PARAMS and not registry.get(task).has_object:
                 continue
             if name in over and over[name] is None:
                 continue
@@ -496,7 +496,7 @@ def ranges_of_config(config: RandomizationConfig) -> dict[str, list[float]]:
 
 def default_noise(task: str) -> dict[str, float]:
     """The task's default per-step sensor noise stds (the unit of ``observation_noise``)."""
-    cfg = load_config(os.path.join(CONFIG_DIR, f"{task}.yaml"), task)
+    cfg = load_config("default", task)
     return dict(cfg.observation_noise) if cfg is not None else {}
 
 
@@ -579,11 +579,7 @@ class AdrEnvFactory:
 
 # ------------------------------------------------------------------------------------ training
 def task_of_config(cfg: Mapping) -> str:
-    from manip_rl.policies.config import task_name
-
-    return {"PandaReach": "reach", "PandaPush": "push", "PandaPickPlace": "pick_place"}[
-        task_name(cfg["env_id"])
-    ]
+    return registry.get(cfg["env_id"]).key
 
 
 def init_run(path: str, cfg: Mapping, spec: str | os.PathLike | Mapping) -> AdrSettings:
@@ -764,7 +760,7 @@ def plot_ranges(run_path: str, out_png: str) -> None:
     with open(events_path, newline="") as f:
         rows = list(csv.DictReader(f))
     task = task_of_config(load_run(run_path).config)
-    default = load_config(os.path.join(CONFIG_DIR, f"{task}.yaml"), task)
+    default = load_config("default", task)
     series: dict[str, list[tuple[int, float, float]]] = {}
     for r in rows:
         name = r["boundary"].split(":")[0]

@@ -48,8 +48,6 @@ ONNX_WEIGHTS_KEY: Final = "manip_rl.onnx_weights_sha256"  # hash of the ONNX ini
 FORMATS: Final = ("torchscript", "onnx")
 # The flat policy input is the Dict observation's keys in this order (SB3's sorted order).
 DICT_KEYS: Final = ("achieved_goal", "desired_goal", "observation")
-# Env id stem -> task (the ids are registered in manip_rl.envs).
-_TASKS: Final = {"PandaReach": "reach", "PandaPush": "push", "PandaPickPlace": "pick_place"}
 _PACKAGES: Final = (
     "manip_rl",
     "torch",
@@ -208,10 +206,20 @@ def weights_sha256(module: nn.Module) -> str:
 # --------------------------------------------------------------------------------- loading
 @dataclasses.dataclass
 class LoadedPolicy:
-    """A policy file ready to act. ``act(obs)`` takes the flat observation, shape (obs_dim,) or
-    (B, obs_dim), and returns the deterministic action in [-1, 1], shape (act_dim,) or
-    (B, act_dim). At batch 1 it acts through buffers it owns: call it from one thread at a time
-    (load one per thread otherwise)."""
+    """A policy file ready to act. ``act(obs)`` takes the env's dict observation
+    (``observation``, ``achieved_goal``, ``desired_goal``) or the flat vector, shape (obs_dim,)
+    or (B, obs_dim), and returns the deterministic action in [-1, 1], shape (act_dim,) or
+    (B, act_dim). ``make_env()`` builds the env the file was trained for (its task, action mode
+    and episode length). At batch 1 it acts through buffers it owns: call it from one thread at a
+    time (load one per thread otherwise).
+
+    Example::
+
+        policy = load_policy("panda_push.pt")
+        env = policy.make_env(randomization="default")
+        obs, _ = env.reset(seed=0)
+        obs, reward, terminated, truncated, info = env.step(policy.act(obs))
+    """
 
     path: str
     metadata: dict
@@ -226,7 +234,11 @@ class LoadedPolicy:
         self.act_dim: int = int(md["action"]["dim"])
         self.control_period: float = float(md["control_period_s"])
         self.action_spec: policy_io.ActionSpec = policy_io.ActionSpec.from_json(md["action"])
-        self.layout: policy_io.ObsLayout = policy_io.make_layout(self.task, self.act_dim)
+        # The file's own observation contract, not a task table: a file acts the same whatever
+        # tasks this manip_rl knows.
+        self.layout: policy_io.ObsLayout = policy_io.ObsLayout.from_json(
+            self.task, md["observation"]["fields"]
+        )
         self.weights_sha256: str = md["weights_sha256"]
         self._single_shape = (self.obs_dim,)
         self._in_dtype = np.dtype(np.float32)  # what the module is fed
@@ -270,11 +282,16 @@ class LoadedPolicy:
             self._act1 = self._act1_torch
         self._in1_row = self._in1[0]  # a view made once (~0.1 us a call)
 
-    def act(self, obs: np.ndarray) -> np.ndarray:
+    def act(self, obs: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
         x = obs
         if type(x) is np.ndarray and x.shape == self._single_shape:
             self._in1_row[...] = x  # casts to the module's dtype
             return self._act1()
+        if isinstance(x, Mapping):
+            x = self._flatten(x)
+            if x.shape == self._single_shape:
+                self._in1_row[...] = x
+                return self._act1()
         if type(x) is not np.ndarray or x.dtype != self._in_dtype or not x.flags.c_contiguous:
             x = np.array(x, dtype=self._in_dtype, order="C")  # a copy: contiguous and writeable
         elif not x.flags.writeable:  # torch.from_numpy wants a writeable array
@@ -289,6 +306,56 @@ class LoadedPolicy:
             f"{self.obs_dim} values: shape ({self.obs_dim},) or (B, {self.obs_dim}); build it with "
             f"policy_io.flatten_observation (achieved_goal|desired_goal|observation)"
         )
+
+    def _flatten(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The flat input of a dict observation (SB3's order), with its sizes checked so a dict
+        from another task's env is refused rather than misread."""
+        missing = [k for k in DICT_KEYS if k not in obs]
+        if missing:
+            raise ValueError(
+                f"observation dict lacks {missing}; this {self.task} policy ({self.path}) takes "
+                f"the env's dict ({', '.join(DICT_KEYS)}) or the flat vector"
+            )
+        sizes = {
+            "achieved_goal": self.layout.goal_dim,
+            "desired_goal": self.layout.goal_dim,
+            "observation": self.layout.obs_dim,
+        }
+        for key, size in sizes.items():
+            got = np.shape(obs[key])
+            if not got or got[-1] != size:
+                raise ValueError(
+                    f"observation[{key!r}] has shape {got}, but this {self.task} policy "
+                    f"({self.path}) takes {size} values there; is it the env of {self.env_id}?"
+                )
+        return policy_io.flatten_observation(obs)
+
+    def make_env(self, randomization: Any = None, **overrides: Any) -> Any:
+        """The Gymnasium env this file describes: its ``env_id`` (task, reward, episode
+        length) in the file's action mode. ``randomization`` as the envs take it (None,
+        ``"default"``, a YAML path, a dict); ``overrides`` go to ``gym.make`` (e.g.
+        ``render_mode="rgb_array"``, ``max_episode_steps=200``). Needs Gymnasium and MuJoCo."""
+        import gymnasium as gym
+
+        import manip_rl  # noqa: F401  (registers the envs)
+
+        if self.env_id not in gym.registry:
+            raise ValueError(
+                f"{self.path}: its env id {self.env_id!r} is not registered in this manip_rl "
+                "(see `manip-rl envs`); install the manip_rl version that exported it"
+            )
+        kwargs = {"action_mode": self.action_spec.mode, "randomization": randomization}
+        kwargs.update(overrides)
+        env = gym.make(self.env_id, **kwargs)
+        spec = env.unwrapped.action_spec
+        if spec.dim != self.act_dim or env.unwrapped.layout.flat_dim != self.obs_dim:
+            env.close()
+            raise ValueError(
+                f"{self.path}: {self.env_id} in {kwargs['action_mode']} mode takes "
+                f"{spec.dim} actions and {env.unwrapped.layout.flat_dim} observation values; "
+                f"the policy has {self.act_dim} and {self.obs_dim}"
+            )
+        return env
 
     def _act1_torch(self) -> np.ndarray:
         return self._forward(self._t_in1).numpy()[0]
@@ -403,7 +470,7 @@ def _parse_metadata(raw: bytes | str, path: str) -> dict:
     if missing:
         raise PolicyFileError(f"{path!r}: metadata lacks {', '.join(missing)}; export it again")
     try:
-        layout = policy_io.make_layout(md["task"], int(md["action"]["dim"]))
+        layout = policy_io.ObsLayout.from_json(md["task"], md["observation"]["fields"])
         policy_io.ActionSpec.from_json(md["action"])
         float(md["control_period_s"])
         obs_dim = int(md["observation"]["dim"])
@@ -497,10 +564,13 @@ def source_from_run(run_or_path: Any, which: str | None = None) -> PolicySource:
 
 
 def task_of(env_id: str) -> str:
-    stem = env_id.split("/")[-1].split("-")[0].removesuffix("Dense")
-    if stem not in _TASKS:
-        raise ExportError(f"env id {env_id!r} is not a manip_rl task ({', '.join(_TASKS)})")
-    return _TASKS[stem]
+    """The task key (``"push"``...) of a manip_rl env id, from the task registry."""
+    from manip_rl.envs import registry
+
+    try:
+        return registry.get(env_id).key
+    except registry.UnknownTaskError as e:
+        raise ExportError(f"env id {env_id!r} is not a manip_rl task: {e}") from None
 
 
 def _dict_keys_and_sizes(space: Any) -> list[tuple[str, int]] | None:
@@ -649,13 +719,16 @@ def build_export(source: PolicySource) -> Exported:
     if not (np.all(act_space.low == -1.0) and np.all(act_space.high == 1.0)):
         raise ExportError(f"action space bounds are not [-1, 1] ({act_space})")
     act_dim = int(act_space.shape[0])
-    action_spec = policy_io.make_action_spec(source.action_mode, gripper=task != "reach")
+    from manip_rl.envs import registry
+
+    task_spec = registry.get(task)
+    action_spec = task_spec.action_spec(source.action_mode)
     if action_spec.dim != act_dim:
         raise ExportError(
             f"the model acts with {act_dim} values, the {task} task in {source.action_mode} mode "
             f"takes {action_spec.dim}; is the action mode right?"
         )
-    layout = policy_io.make_layout(task, act_dim)
+    layout = task_spec.layout(act_dim)
     keys_sizes = _dict_keys_and_sizes(policy.observation_space)
     obs_dim = (
         sum(s for _, s in keys_sizes) if keys_sizes else int(policy.observation_space.shape[0])

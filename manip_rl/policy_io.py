@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -118,6 +118,11 @@ class ObsLayout:
             start += f.size
         return out
 
+    @classmethod
+    def from_json(cls, task: str, flat_fields: Sequence[Mapping]) -> ObsLayout:
+        """The layout of a policy file's ``observation.fields`` (see :func:`layout_from_json`)."""
+        return layout_from_json(task, flat_fields)
+
     def slices(self) -> dict[str, slice]:
         """Slices of each field inside the ``observation`` vector."""
         out, start = {}, 0
@@ -210,27 +215,69 @@ def make_action_spec(mode: str = JOINT_DELTA, gripper: bool = False) -> ActionSp
     )
 
 
-def make_layout(task: str, action_dim: int) -> ObsLayout:
-    """The observation layout of a task: ``reach``, ``push`` or ``pick_place``."""
-    prev = dataclasses.replace(_FIELDS["prev_action"], size=action_dim)
-    arm = [_FIELDS["joint_pos"], _FIELDS["joint_vel"]]
-    if task == "reach":
-        fields = (*arm, _FIELDS["ee_pos"], prev)
-        achieved = dataclasses.replace(_FIELDS["ee_pos"], name="ee_pos")
-    elif task in ("push", "pick_place"):
-        fields = (
-            *arm,
-            _FIELDS["gripper_opening"],
-            _FIELDS["ee_pos"],
-            _FIELDS["object_pos"],
-            _FIELDS["object_rel_pos"],
-            _FIELDS["object_quat"],
-            prev,
+FIELD_NAMES: tuple[str, ...] = tuple(_FIELDS)  # every field a layout may name
+
+
+def layout_from_fields(
+    task: str, observation: Sequence[str], achieved_goal: str, action_dim: int
+) -> ObsLayout:
+    """A layout from field names: the ``observation`` fields in order (``prev_action`` among
+    them, sized ``action_dim``) and the field that is the ``achieved_goal``; the desired goal is
+    always ``goal``. A task spec (:class:`manip_rl.envs.spec.TaskSpec`) calls this with its own
+    field names, so this module holds no table of tasks."""
+    unknown = [n for n in (*observation, achieved_goal) if n not in _FIELDS]
+    if unknown:
+        raise ValueError(
+            f"task {task!r}: observation field(s) {unknown} are unknown; policy_io builds "
+            f"{', '.join(FIELD_NAMES)}"
         )
-        achieved = _FIELDS["object_pos"]
-    else:
-        raise ValueError(f"task {task!r} is unknown: use reach, push or pick_place")
-    return ObsLayout(task, fields, achieved, _FIELDS["goal"])
+    if len(set(observation)) != len(observation):
+        raise ValueError(f"task {task!r}: observation fields repeat: {list(observation)}")
+    fields = tuple(
+        dataclasses.replace(_FIELDS[n], size=int(action_dim)) if n == "prev_action" else _FIELDS[n]
+        for n in observation
+    )
+    return ObsLayout(task, fields, _FIELDS[achieved_goal], _FIELDS["goal"])
+
+
+def layout_from_json(task: str, flat_fields: Sequence[Mapping]) -> ObsLayout:
+    """The layout a policy file's metadata describes (its ``observation.fields`` list, as
+    :meth:`ObsLayout.flat_fields` wrote it). The robot side builds its layout with this, so a
+    file carries its own observation contract. Raises ValueError naming the field that is
+    wrong (unknown name, wrong size or offset, goals missing)."""
+    fields = [dict(f) for f in flat_fields]
+    by_key: dict[str, list[dict]] = {"achieved_goal": [], "desired_goal": [], "observation": []}
+    start = 0
+    for i, f in enumerate(fields):
+        key, name = f.get("key"), f.get("name")
+        if key not in by_key or name not in _FIELDS:
+            raise ValueError(
+                f"observation.fields[{i}] = {key}.{name}: unknown; keys are {list(by_key)}, "
+                f"names {', '.join(FIELD_NAMES)}"
+            )
+        if int(f.get("start", -1)) != start:
+            raise ValueError(
+                f"observation.fields[{i}] ({key}.{name}) starts at {f.get('start')}, expected "
+                f"{start}: the fields must tile the flat vector in order"
+            )
+        start += int(f.get("size", 0))
+        by_key[key].append(f)
+    goals = by_key["achieved_goal"], by_key["desired_goal"]
+    if any(len(g) != 1 for g in goals) or by_key["desired_goal"][0]["name"] != "goal":
+        raise ValueError(
+            "observation.fields: needs exactly one achieved_goal field and one desired_goal "
+            "field named 'goal'"
+        )
+    names = [f["name"] for f in by_key["observation"]]
+    act_dim = next((int(f["size"]) for f in by_key["observation"] if f["name"] == "prev_action"), 0)
+    layout = layout_from_fields(task, names, by_key["achieved_goal"][0]["name"], act_dim)
+    for f, want in zip(fields, layout.flat_fields(), strict=True):
+        if int(f["size"]) != want["size"]:
+            raise ValueError(
+                f"observation.fields: {f['key']}.{f['name']} has size {f['size']}; policy_io's "
+                f"{f['name']} has {want['size']}"
+            )
+    return layout
 
 
 # A sensor reading as one flat vector (what the simulator fills each step and what the robot-side

@@ -10,20 +10,21 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import manip_rl  # noqa: F401  (registers the envs)
 from manip_rl import policy_io
-from manip_rl.envs import env_ids
+from manip_rl.envs import env_ids, registry
 from manip_rl.envs.scripted import scripted_policy
 
 ALL_IDS = env_ids()
 
 
 def test_registry_has_every_task_in_both_reward_variants():
-    assert set(ALL_IDS) == {
-        f"manip_rl/{t}{v}-v0"
-        for t in ("PandaReach", "PandaPush", "PandaPickPlace")
-        for v in ("", "Dense")
-    }
+    assert set(ALL_IDS) == {f"manip_rl/{t}{v}-v0" for t in registry.names() for v in ("", "Dense")}
+    assert {"PandaReach", "PandaPush", "PandaPickPlace"} <= set(registry.names())
     for env_id in ALL_IDS:
         assert env_id in gym.registry
+        spec = gym.spec(env_id)
+        task = registry.get(env_id)
+        assert spec.max_episode_steps == task.episode_steps
+        assert spec.kwargs["reward_type"] == ("dense" if "Dense" in env_id else "sparse")
 
 
 @pytest.mark.parametrize("env_id", ALL_IDS)

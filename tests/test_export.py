@@ -632,7 +632,8 @@ def test_export_verify_of_a_run_written_by_manip_rl_train(algo, tmp_path, capsys
 
 def test_refuses_malformed_metadata(tmp_path, ppo_file):
     for label, edit in (
-        ("task", lambda md: md.update(task="juggle")),
+        # The file's layout is its own contract (a task name is a label, not looked up).
+        ("fields", lambda md: md["observation"]["fields"][3].update(name="juggle")),
         ("action", lambda md: md["action"].pop("joint_scale_rad")),
         ("period", lambda md: md.update(control_period_s="fast")),
         ("missing", lambda md: md.pop("normalization")),

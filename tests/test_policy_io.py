@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from manip_rl import policy_io
+from manip_rl.envs.registry import make_layout
 from manip_rl.envs.scene import build_model
 from manip_rl.policy_io import (
     PANDA_HOME,
@@ -26,7 +27,10 @@ def test_policy_io_imports_numpy_only():
         "for m in ('mujoco', 'gymnasium', 'stable_baselines3', 'rclpy', 'torch'):\n"
         "    sys.modules[m] = None\n"
         "import manip_rl.policy_io as p\n"
-        "print(p.make_layout('push', 8).flat_dim)\n"
+        "fields = ('joint_pos', 'joint_vel', 'gripper_opening', 'ee_pos', 'object_pos',\n"
+        "          'object_rel_pos', 'object_quat', 'prev_action')\n"
+        "layout = p.layout_from_fields('push', fields, 'object_pos', 8)\n"
+        "print(p.ObsLayout.from_json('push', layout.flat_fields()).flat_dim)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "42"
@@ -52,7 +56,7 @@ def test_joint_limits_lie_inside_the_simulated_model_ranges():
 
 def test_layouts_describe_the_vector_the_builder_makes():
     for task, act_dim in (("reach", 7), ("push", 8), ("pick_place", 8)):
-        layout = policy_io.make_layout(task, act_dim)
+        layout = make_layout(task, act_dim)
         fields = layout.flat_fields()
         assert [f["key"] for f in fields[:2]] == ["achieved_goal", "desired_goal"]
         assert sum(f["size"] for f in fields) == layout.flat_dim
@@ -77,8 +81,28 @@ def test_layouts_describe_the_vector_the_builder_makes():
             np.testing.assert_allclose(by_name["object_rel_pos"], [0.2, 0.1, -0.375], atol=1e-6)
 
 
+def test_a_layout_round_trips_through_its_json_and_bad_fields_are_refused():
+    for task, act_dim in (("reach", 7), ("push", 4), ("pick_place", 8)):
+        layout = make_layout(task, act_dim)
+        assert policy_io.ObsLayout.from_json(task, layout.flat_fields()) == layout
+    fields = make_layout("push", 8).flat_fields()
+    renamed = [dict(f) for f in fields]
+    renamed[3]["name"] = "joint_torque"
+    with pytest.raises(ValueError, match=r"fields\[3\] = observation.joint_torque: unknown"):
+        policy_io.layout_from_json("push", renamed)
+    resized = [dict(f) for f in fields]
+    resized[2]["size"] = 6  # joint_pos of 6 values: the offsets after it no longer tile
+    with pytest.raises(ValueError, match="starts at"):
+        policy_io.layout_from_json("push", resized)
+    no_goal = [{**f, "start": f["start"] - 3} for f in fields[1:]]  # tiles, but no achieved goal
+    with pytest.raises(ValueError, match="achieved_goal"):
+        policy_io.layout_from_json("push", no_goal)
+    with pytest.raises(ValueError, match=r"\['torque'\] are unknown"):
+        policy_io.layout_from_fields("x", ("joint_pos", "torque"), "ee_pos", 3)
+
+
 def test_missing_object_pose_is_an_error_for_push():
-    layout = policy_io.make_layout("push", 8)
+    layout = make_layout("push", 8)
     sensors = Sensors(joint_pos=np.zeros(7), joint_vel=np.zeros(7), ee_pos=np.zeros(3))
     with pytest.raises(ValueError, match="object_pos"):
         policy_io.build_observation(layout, sensors, np.zeros(3), np.zeros(8))

@@ -1,7 +1,7 @@
 """The shared Panda tabletop environment: physics stepping, sensing with noise and latency, action
-mapping through :mod:`manip_rl.policy_io`, domain randomization and rendering. Tasks subclass it and
-write ``_reset_task`` (object and goal sampling), ``_achieved_true`` and any goal-independent
-reward terms."""
+mapping through :mod:`manip_rl.policy_io`, domain randomization and rendering. Tasks subclass it,
+set ``task_spec`` (their :class:`~manip_rl.envs.spec.TaskSpec`) and write ``_reset_task`` (object
+and goal sampling), ``_achieved_true`` and any goal-independent reward terms."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import numpy as np
 from manip_rl import policy_io
 from manip_rl.envs import scene
 from manip_rl.envs.randomization import DomainRandomizer, Sample, load_config
+from manip_rl.envs.spec import TaskSpec
 from manip_rl.policy_io import SIM_JOINT_OFFSETS
 
 REWARD_TYPES = ("sparse", "dense")
@@ -40,15 +41,14 @@ class PandaEnv(gym.Env):
     """Base class; see the task classes for the user documentation."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1 / scene.CONTROL_PERIOD))}
-    task: str = ""
-    has_gripper: bool = False
+    task_spec: TaskSpec  # set by each task class
     dense_uses_ee: bool = False  # the dense reward needs the TCP position (info["ee_pos"])
     dense_uses_grasp: bool = False  # ... and the grasp flag (info["is_grasped"])
 
     def __init__(
         self,
         reward_type: str = "sparse",
-        action_mode: str = policy_io.JOINT_DELTA,
+        action_mode: str | None = None,
         randomization: Any = None,
         render_mode: str | None = None,
         distance_threshold: float = 0.05,
@@ -66,10 +66,11 @@ class PandaEnv(gym.Env):
         self._width, self._height = width, height
         self._renderer: mujoco.Renderer | None = None
 
-        self.model, self.ids = scene.build_model(self.task)
+        spec = self.task_spec
+        self.model, self.ids = scene.build_model(spec)
         self.data = mujoco.MjData(self.model)
-        self.action_spec = policy_io.make_action_spec(action_mode, gripper=self.has_gripper)
-        self.layout = policy_io.make_layout(self.task, self.action_spec.dim)
+        self.action_spec = spec.action_spec(action_mode)
+        self.layout = spec.layout(self.action_spec.dim)
         self.control_period = scene.CONTROL_PERIOD
         self.obs_slices = self.layout.slices()
         self._ee_slice = self.obs_slices["ee_pos"]
@@ -109,6 +110,15 @@ class PandaEnv(gym.Env):
         # Geoms of each finger body, as masks over all geoms, for the grasp test.
         finger_bodies = self.ids.arm_bodies[-2:]
         self._finger_geom = [self.model.geom_bodyid == b for b in finger_bodies]
+
+    @property
+    def task(self) -> str:
+        """The task's key (``"push"``...), as the policy file's ``task`` names it."""
+        return self.task_spec.key
+
+    @property
+    def has_gripper(self) -> bool:
+        return self.task_spec.gripper
 
     # ----------------------------------------------------------------- Gymnasium API
     def reset(
@@ -195,6 +205,7 @@ class PandaEnv(gym.Env):
         # mj_step leaves body positions at the start of the last substep; refresh them so the
         # observation and reward see the state the physics reached (Gymnasium #821).
         mujoco.mj_kinematics(self.model, d)
+        self._after_physics()
 
         self._prev_action = a
         self._sensor_history.append(self._measure(sensor_noise))
@@ -315,6 +326,11 @@ class PandaEnv(gym.Env):
     def _achieved_true(self) -> np.ndarray:
         """The true (noise-free) achieved goal, for success."""
         raise NotImplementedError
+
+    def _after_physics(self) -> None:
+        """Called once per step after the physics, before the reward and success: where a task
+        keeps state that depends on the episode's history (PandaLift: how long the cube has
+        been held). Default: nothing."""
 
     def _is_success(self) -> bool:
         diff = self._achieved_true() - self.goal

@@ -272,7 +272,9 @@ def load_config(
     if isinstance(spec, Mapping):
         return RandomizationConfig.from_dict(spec)
     if spec is True or spec == "default":
-        spec = os.path.join(CONFIG_DIR, f"{task}.yaml")
+        from manip_rl.envs import registry  # the task's spec names its default file
+
+        spec = registry.get(task).randomization_path
     path = os.fspath(spec)
     if not os.path.isfile(path):
         raise RandomizationConfigError(

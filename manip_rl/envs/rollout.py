@@ -9,7 +9,7 @@ import gymnasium as gym
 from tqdm import tqdm
 
 from manip_rl.envs import env_ids
-from manip_rl.envs.scripted import scripted_policy
+from manip_rl.envs.registry import scripted_controller as scripted_policy
 from manip_rl.media import write_video
 from manip_rl.stats import wilson_interval
 

@@ -26,6 +26,7 @@ import functools
 import mujoco
 import numpy as np
 
+from manip_rl.envs.spec import TaskSpec
 from manip_rl.robots.model import SIM_ARM_ACTUATORS as _SIM_ARM_ACTUATORS
 from manip_rl.robots.model import SIM_ARM_JOINTS as _SIM_ARM_JOINTS
 from manip_rl.robots.model import SIM_FINGER_ACTUATORS as _SIM_FINGER_ACTUATORS
@@ -38,13 +39,12 @@ TIMESTEP = CONTROL_PERIOD / SUBSTEPS  # 2.67 ms; implicitfast is stable here (so
 ARM_DAMPING = (40.0, 40.0, 40.0, 40.0, 4.0, 4.0, 4.0)  # N m s/rad
 ARM_ARMATURE = 0.1  # kg m^2, reflected rotor inertia (order of the Panda's, Gaz et al. 2019)
 CUBE_HALF_SIZE = 0.025  # m, FetchPush's 5 cm block
-TASKS = ("reach", "push", "pick_place")
 
 
-def _scene_xml(task: str) -> str:
+def _scene_xml(task: str, has_object: bool) -> str:
     a = franka_assets_dir()
     cube = ""
-    if task in ("push", "pick_place"):
+    if has_object:
         s = CUBE_HALF_SIZE
         cube = f"""
     <body name="object" pos="0.5 0 {s}">
@@ -98,8 +98,8 @@ class SceneIds:
     object_dof: int  # first of 6
 
 
-def _compile(task: str) -> mujoco.MjModel:
-    spec = mujoco.MjSpec.from_string(_scene_xml(task))
+def _compile(task: str, has_object: bool) -> mujoco.MjModel:
+    spec = mujoco.MjSpec.from_string(_scene_xml(task, has_object))
     for body in spec.bodies:
         if body.name.startswith("panda0_"):
             body.gravcomp = 1.0
@@ -119,18 +119,20 @@ def _compile(task: str) -> mujoco.MjModel:
     return model
 
 
-def build_model(task: str) -> tuple[mujoco.MjModel, SceneIds]:
+def build_model(task: str | TaskSpec) -> tuple[mujoco.MjModel, SceneIds]:
     """A fresh compiled model of the task's scene (each env owns its own copy, since domain
-    randomization writes into it) and its ids."""
-    if task not in TASKS:
-        raise ValueError(f"task {task!r} is unknown: use one of {TASKS}")
-    model = copy.deepcopy(_cached_model(task))
+    randomization writes into it) and its ids. ``task``: a spec, or a name the registry knows
+    (``"push"``, ``"PandaPush"``)."""
+    from manip_rl.envs import registry  # the registry imports the task modules, which import this
+
+    spec = registry.get(task)
+    model = copy.deepcopy(_cached_model(spec.key, spec.has_object))
     return model, _resolve_ids(model)
 
 
 @functools.cache
-def _cached_model(task: str) -> mujoco.MjModel:
-    return _compile(task)
+def _cached_model(task: str, has_object: bool) -> mujoco.MjModel:
+    return _compile(task, has_object)
 
 
 def _resolve_ids(m: mujoco.MjModel) -> SceneIds:

@@ -1,5 +1,6 @@
-"""Training configuration: per-task YAML (``manip_rl/configs/train``), command-line overrides,
-and the environment factory that training, evaluation and videos share."""
+"""Training configuration: per-task YAML (each task spec's ``train_file``,
+``manip_rl/configs/tasks/<task>/train.yaml``), command-line overrides, and the environment
+factory that training, evaluation and videos share."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from typing import Any
 
 import yaml
 
+from manip_rl.envs import registry
 from manip_rl.policies.algorithms import ALGORITHMS
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "train")
-TASKS = ("PandaReach", "PandaPush", "PandaPickPlace")
+TASKS = registry.names()
 ACTIVATIONS = ("tanh", "relu", "elu")
 # chunked: one worker process per CPU, each stepping several envs (manip_rl.policies.vec_env);
 # subproc: SB3's SubprocVecEnv, one process per env; dummy: all envs in the training process.
@@ -49,10 +50,10 @@ class ConfigError(ValueError):
 
 def task_name(task: str) -> str:
     """'PandaPush', 'PandaPushDense', 'manip_rl/PandaPush-v0' -> 'PandaPush'."""
-    name = task.split("/")[-1].split("-v")[0].removesuffix("Dense")
-    if name not in TASKS:
-        raise ConfigError(f"task {task!r} is unknown; use one of {', '.join(TASKS)}")
-    return name
+    try:
+        return registry.get(task).name
+    except registry.UnknownTaskError as e:
+        raise ConfigError(str(e)) from None
 
 
 def deep_merge(base: Mapping, over: Mapping) -> dict:
@@ -71,12 +72,14 @@ def _read_yaml(path: str) -> dict:
 
 
 def load_config(task: str, algo: str, config_file: str | None = None) -> dict:
-    """tasks.yaml[task] <- <algo>.yaml[task] (<- ``config_file``[task] or the whole file)."""
+    """train.yaml's defaults <- its algorithms.<algo> (<- ``config_file``[task] or the whole
+    file); train.yaml is the task spec's ``train_file``."""
     if algo not in ALGORITHMS:
         raise ConfigError(f"--algo {algo!r} is unknown; use one of {', '.join(ALGORITHMS)}")
     name = task_name(task)
-    cfg = deep_merge(DEFAULTS, _read_yaml(os.path.join(CONFIG_DIR, "tasks.yaml"))[name])
-    cfg = deep_merge(cfg, _read_yaml(os.path.join(CONFIG_DIR, f"{algo}.yaml")).get(name, {}))
+    task_file = _read_yaml(registry.get(name).train_path)
+    cfg = deep_merge(DEFAULTS, task_file.get("defaults") or {})
+    cfg = deep_merge(cfg, (task_file.get("algorithms") or {}).get(algo) or {})
     if config_file:
         if not os.path.isfile(config_file):
             raise ConfigError(f"--config {config_file!r} does not exist")
@@ -165,9 +168,7 @@ def randomization_dict(cfg: Mapping) -> dict | None:
     """The randomization configuration as a plain dict (what the run records), or None."""
     from manip_rl.envs.randomization import load_config as load_dr
 
-    task = {"PandaReach": "reach", "PandaPush": "push", "PandaPickPlace": "pick_place"}[
-        task_name(cfg["env_id"])
-    ]
+    task = registry.get(task_name(cfg["env_id"])).key
     dr = load_dr(cfg.get("randomization"), task)
     return None if dr is None else dr.to_dict()
 
