@@ -185,7 +185,7 @@ def unknown_key(key: str, allowed: tuple[str, ...] | list[str], where: str = "")
     close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return ConfigError(
-        f"unknown configuration key {where}{key!r}{hint} (allowed: {', '.join(allowed)})"
+        f"unknown configuration key {where + key!r}{hint} (allowed: {', '.join(allowed)})"
     )
 
 
@@ -356,7 +356,12 @@ def _check_registered(env_id: str) -> None:
 
     if env_id not in gym.registry:
         ours = sorted(k for k in gym.registry if k.startswith("manip_rl/"))
-        raise unknown_key(env_id, ours, "env_id=")
+        close = difflib.get_close_matches(env_id, ours, n=1, cutoff=0.6)
+        raise ConfigError(
+            f"env_id={env_id!r} is not registered"
+            + (f" (did you mean {close[0]!r}?)" if close else "")
+            + f"; registered: {', '.join(ours)}"
+        )
 
 
 def _check_hyperparams(cfg: Mapping, algo: str) -> dict:
