@@ -248,8 +248,14 @@ class Run:
         if vecnorm_path is None:
             return None
         # VecNormalize pickles without its venv (see its __getstate__); unpickling needs no env.
-        with open(vecnorm_path, "rb") as f:
-            return pickle.load(f)
+        try:
+            with open(vecnorm_path, "rb") as f:
+                return pickle.load(f)
+        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as e:
+            raise RunError(
+                f"{vecnorm_path}: not readable normalization statistics ({type(e).__name__}: "
+                f"{e}); restore it or use another model of the run"
+            ) from None
 
 
 def load_run(path: str | os.PathLike) -> Run:

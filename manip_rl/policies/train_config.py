@@ -17,7 +17,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
-ALGORITHMS: Final = ("ppo", "a2c", "trpo", "reinforce", "ppo_kl")
+from manip_rl.policies.algorithms import ALGORITHMS
+
 TASKS: Final = ("PandaReach", "PandaPush", "PandaPickPlace")
 ACTION_MODES: Final = ("joint_delta", "ee_delta")
 POLICIES: Final = ("MlpPolicy", "MultiInputPolicy")
