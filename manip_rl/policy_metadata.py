@@ -282,18 +282,24 @@ def check_onnx_matches_metadata(model: Any, md: Mapping, path: str) -> None:
 
 
 def _first_clip_bound(model: Any, inits: Mapping[str, np.ndarray]) -> float | None:
-    """The upper bound of the first Clip node (the observation clip), or None when it is not a
-    scalar constant (per-entry bounds are checked through the statistics)."""
+    """The upper bound of the Clip applied to the normalized observation (the one fed by the
+    node that adds ``obs_shift``), or None when there is no such scalar clip (per-entry bounds,
+    for partly normalized observations, are checked through the statistics)."""
     from onnx import numpy_helper
 
-    consts = {}
+    consts: dict[str, np.ndarray] = {}
+    normalized: str | None = None
     for node in model.graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
                 if attr.name == "value":
                     consts[node.output[0]] = numpy_helper.to_array(attr.t)
-        if node.op_type == "Clip" and len(node.input) >= 3:
-            high = consts.get(node.input[2], inits.get(node.input[2]))
+        if "obs_shift" in node.input:
+            normalized = node.output[0]
+        if node.op_type == "Clip" and normalized is not None and node.input[0] == normalized:
+            high = (
+                consts.get(node.input[2], inits.get(node.input[2])) if len(node.input) > 2 else None
+            )
             if high is None or np.size(high) != 1:
                 return None
             return float(np.asarray(high).reshape(-1)[0])
