@@ -25,6 +25,8 @@ import hashlib
 import json
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -39,7 +41,14 @@ import torch
 from torch import nn
 
 from manip_rl import policy_io
-from manip_rl.fileio import atomic_path
+from manip_rl.policy_metadata import (
+    PolicyFileError,
+    check_onnx_matches_metadata,
+    expected_normalizer,
+    narrowed_limits,
+    robot_of,
+    validate_metadata,
+)
 from manip_rl.stats import wilson_interval
 
 SCHEMA_VERSION: Final = 1
@@ -70,11 +79,6 @@ def _quiet_jit() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", r".*torch\.jit.*deprecated", DeprecationWarning)
         yield
-
-
-class PolicyFileError(ValueError):
-    """A policy file that cannot be used: missing, not TorchScript/ONNX, without (valid) metadata,
-    of an unknown schema version, or whose weights do not match their recorded hash."""
 
 
 class ExportError(ValueError):
@@ -233,7 +237,11 @@ class LoadedPolicy:
         self.obs_dim: int = int(md["observation"]["dim"])
         self.act_dim: int = int(md["action"]["dim"])
         self.control_period: float = float(md["control_period_s"])
-        self.action_spec: policy_io.ActionSpec = policy_io.ActionSpec.from_json(md["action"])
+        # Limits cut to the robot's datasheet ones (older files carry a wider joint-6 limit;
+        # see manip_rl.policy_metadata): no target past the datasheet is ever commanded.
+        self.action_spec: policy_io.ActionSpec = narrowed_limits(
+            policy_io.ActionSpec.from_json(md["action"]), robot_of(md, self.path)
+        )
         # The file's own observation contract, not a task table: a file acts the same whatever
         # tasks this manip_rl knows.
         self.layout: policy_io.ObsLayout = policy_io.ObsLayout.from_json(
@@ -389,7 +397,8 @@ def load_policy(path: str | os.PathLike, optimize: bool = True) -> LoadedPolicy:
     if not zipfile.is_zipfile(path):
         raise PolicyFileError(
             f"{path!r} is not a TorchScript file (not a zip archive); policy files are written by "
-            f"`manip-rl export` (an SB3 model.zip is not a policy file: export it first)"
+            f"`manip-rl export` (an SB3 model.zip is not a policy file: export it first; an ONNX "
+            f"policy file must be named *.onnx)"
         )
     extra = {METADATA_FILE: ""}
     try:
@@ -433,23 +442,11 @@ def _is_onnx_path(path: str) -> bool:
     return path.lower().endswith(".onnx")
 
 
-_REQUIRED_KEYS = (
-    "schema_version",
-    "task",
-    "env_id",
-    "observation",
-    "action",
-    "control_period_s",
-    "normalization",
-    "provenance",
-    "weights_sha256",
-)
-
-
-def _parse_metadata(raw: bytes | str, path: str) -> dict:
+def _parse_metadata(raw: bytes | str, path: str, fmt: str = "torchscript") -> dict:
+    kind = "an ONNX model" if fmt == "onnx" else "a TorchScript file"
     if not raw:
         raise PolicyFileError(
-            f"{path!r} has no {METADATA_FILE} metadata: it is a TorchScript file, but not one "
+            f"{path!r} has no {METADATA_FILE} metadata: it is {kind}, but not one "
             f"written by `manip-rl export`; export the policy with `manip-rl export RUN`"
         )
     try:
@@ -466,24 +463,8 @@ def _parse_metadata(raw: bytes | str, path: str) -> dict:
             f"{path!r}: metadata schema version {version!r} is unknown; this manip_rl reads "
             f"version {SCHEMA_VERSION}. Export the policy again with this manip_rl version."
         )
-    missing = [k for k in _REQUIRED_KEYS if k not in md]
-    if missing:
-        raise PolicyFileError(f"{path!r}: metadata lacks {', '.join(missing)}; export it again")
-    try:
-        layout = policy_io.ObsLayout.from_json(md["task"], md["observation"]["fields"])
-        policy_io.ActionSpec.from_json(md["action"])
-        float(md["control_period_s"])
-        obs_dim = int(md["observation"]["dim"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise PolicyFileError(
-            f"{path!r}: metadata is malformed ({type(e).__name__}: {e}); export it again"
-        ) from None
-    if layout.flat_dim != obs_dim:
-        raise PolicyFileError(
-            f"{path!r}: metadata observation dim {md['observation']['dim']} does not match the "
-            f"{md['task']} layout of this manip_rl ({layout.flat_dim}); export it again"
-        )
-    return md
+    # Every safety-relevant field (limits, names, period, scales, normalization), by name.
+    return validate_metadata(md, path, fmt)
 
 
 def _check_module_matches_metadata(module: Any, md: dict, path: str) -> None:
@@ -501,11 +482,7 @@ def _check_module_matches_metadata(module: Any, md: dict, path: str) -> None:
             f"{'normalizes' if module.normalize else 'does not normalize'}; export it again"
         )
     if norm["enabled"]:
-        var = np.asarray(norm["var"], dtype=np.float64)
-        mean = np.asarray(norm["mean"], dtype=np.float64)
-        mask = np.asarray(norm.get("normalized", [True] * len(var)), dtype=bool)
-        scale = np.where(mask, 1.0 / np.sqrt(var + float(norm["epsilon"])), 1.0)
-        shift = np.where(mask, -mean * scale, 0.0)
+        scale, shift = expected_normalizer(norm)
         got_scale, got_shift = module.obs_scale.numpy(), module.obs_shift.numpy()
         if (
             got_scale.shape != scale.shape
@@ -878,11 +855,76 @@ def convert_policy_file(
     return report
 
 
+# A write in progress: RUN/.policy.pt.<pid>.partial/policy.pt (see _atomic_export).
+_PARTIAL = ".partial"
+# Temporary files of manip_rl.fileio.atomic_path (what exports wrote before): .policy.XXXX.tmp.pt
+_STALE_AFTER_S = 600.0
+
+
+@contextlib.contextmanager
+def _atomic_export(out_path: str) -> Iterator[str]:
+    """Yield a temporary path whose file name is ``out_path``'s own, in a hidden folder beside
+    it; on success it is fsynced and renamed over ``out_path``, on any failure removed.
+
+    The name matters: torch.jit.save names the archive's inner folder after the file (a temp
+    name would leak into every exported file). The folder carries the writer's pid, so leftovers
+    of a killed export are recognised and removed by the next export to the same place."""
+    out_path = os.path.abspath(out_path)
+    directory, base = os.path.split(out_path)
+    os.makedirs(directory, exist_ok=True)
+    _remove_stale_partials(directory, base)
+    tmpdir = os.path.join(directory, f".{base}.{os.getpid()}{_PARTIAL}")
+    shutil.rmtree(tmpdir, ignore_errors=True)
+    os.mkdir(tmpdir)
+    tmp = os.path.join(tmpdir, base)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, out_path)
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _remove_stale_partials(directory: str, base: str) -> None:
+    """Remove what killed exports of ``base`` left in ``directory``: partial folders whose
+    writer is no longer alive, and atomic_path temporaries older than ten minutes."""
+    import time
+
+    stem, ext = os.path.splitext(base)
+    ours = re.compile(rf"^\.{re.escape(base)}\.(\d+){re.escape(_PARTIAL)}$")
+    legacy = re.compile(rf"^\.{re.escape(stem)}\.[A-Za-z0-9_]+\.tmp{re.escape(ext)}$")
+    for name in os.listdir(directory):
+        p = os.path.join(directory, name)
+        m = ours.match(name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True)
+        elif legacy.match(name):
+            with contextlib.suppress(OSError):
+                if time.time() - os.path.getmtime(p) > _STALE_AFTER_S:
+                    os.unlink(p)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _write_torchscript(exported: Exported, out_path: str) -> None:
     with _quiet_jit():
         scripted = torch.jit.script(exported.module)
     text = json.dumps(exported.metadata, indent=1)
-    with atomic_path(out_path) as tmp:
+    with _atomic_export(out_path) as tmp:
         with _quiet_jit():
             torch.jit.save(scripted, tmp, _extra_files={METADATA_FILE: text})
 
@@ -928,7 +970,7 @@ def _write_onnx(exported: Exported, out_path: str) -> None:
         prop = model.metadata_props.add()
         prop.key, prop.value = key, value
     model.producer_name = "manip_rl"
-    with atomic_path(out_path) as tmp:
+    with _atomic_export(out_path) as tmp:
         onnx.save(model, tmp)
 
 
@@ -946,7 +988,7 @@ def _load_onnx(path: str) -> LoadedPolicy:
     except Exception as e:
         raise PolicyFileError(f"{path!r} is not an ONNX file ({e})") from None
     props = {p.key: p.value for p in model.metadata_props}
-    md = _parse_metadata(props.get(METADATA_FILE, ""), path)
+    md = _parse_metadata(props.get(METADATA_FILE, ""), path, fmt="onnx")
     recorded = props.get(ONNX_WEIGHTS_KEY)
     actual = _onnx_weights_sha256(model)
     if recorded != actual:
@@ -954,6 +996,7 @@ def _load_onnx(path: str) -> LoadedPolicy:
             f"{path!r}: weights hash mismatch: the ONNX initializers hash to {actual[:16]}..., "
             f"its metadata records {str(recorded)[:16]}...; export the policy again"
         )
+    check_onnx_matches_metadata(model, md, path)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1

@@ -608,7 +608,7 @@ def test_export_verify_of_a_run_written_by_manip_rl_train(algo, tmp_path, capsys
     from manip_rl.policies.train import train
 
     cfg = cfgmod.load_config("PandaReach", algo)
-    cfg.update(total_timesteps=128, n_envs=2, vec_env="dummy", checkpoint_freq=0)
+    cfg.update(total_timesteps=128, n_envs=2, vec_env="dummy", checkpoint_freq=128)
     cfg["eval"] = {"freq": 0, "episodes": 1}
     cfg["policy_kwargs"] = {**cfg["policy_kwargs"], "net_arch": [32, 32]}
     cfg["hyperparams"].update(n_steps=32)

@@ -231,3 +231,23 @@ def test_shipped_defaults_parse_and_cover_the_physics_the_issue_names():
     assert expected <= set(push.physics)
     roundtrip = RandomizationConfig.from_dict(copy.deepcopy(push.to_dict()))
     assert roundtrip == push
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("", "is empty"),
+        ("# only a comment\n", "is empty"),
+        ("physics: heavy\n", "physics: expected a mapping"),
+        ("physics:\n  link_mass: {dist: uniform, range: [0.5, 1.5]\n", "line 3"),
+    ],
+    ids=["empty", "comment_only", "physics_not_a_mapping", "bad_yaml"],
+)
+def test_bad_randomization_files_are_refused_naming_the_file(tmp_path, text, says):
+    path = tmp_path / "ranges.yaml"
+    path.write_text(text)
+    with pytest.raises(RandomizationConfigError, match=says) as e:
+        gym.make("manip_rl/PandaPush-v0", randomization=str(path))
+    assert "ranges.yaml" in str(e.value)
+    if says == "is empty":
+        assert "randomization: none" in str(e.value), "says how to turn it off explicitly"

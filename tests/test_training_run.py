@@ -136,6 +136,8 @@ def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):
     assert evals == sorted(set(evals)) and evals[0] == 300 and evals[-1] == total
     walls = [float(r["wall_s"]) for r in run.evaluations()]
     assert walls == sorted(walls), "wall-clock continues across the resume"
+    tb = _tb_steps(os.path.join(path, "logs"), "time/fps")
+    assert tb == sorted(set(tb)) and tb[-1] == total, "TensorBoard holds each step once"
 
 
 def test_resume_refuses_changed_settings_and_missing_runs(tmp_path):
@@ -212,7 +214,9 @@ def test_max_minutes_ends_a_run_with_a_last_evaluation_and_its_final_model(tmp_p
     assert main(["train", "--resume", path, "--no-progress"]) == 0
     assert "is complete (max_minutes=0.05)" in capsys.readouterr().out
     assert rundir.load_run(path).latest_checkpoint()["timesteps"] == ckpt["timesteps"]
-    assert main(["train", "--resume", path, "--max-minutes", "0.1", "--no-progress"]) == 0
+    # Three seconds beyond what the run has used (on a loaded machine that may be past 0.1).
+    more = f"{ckpt['wall_s'] / 60 + 0.05:.4f}"
+    assert main(["train", "--resume", path, "--max-minutes", more, "--no-progress"]) == 0
     assert rundir.load_run(path).latest_checkpoint()["timesteps"] > ckpt["timesteps"]
     with pytest.raises(cfgmod.ConfigError, match="max_minutes"):
         cfgmod.validate({**cfg, "max_minutes": -1})
@@ -256,3 +260,47 @@ def test_update_threads_give_the_gradient_steps_the_cores_and_the_rollouts_one()
     assert UpdateThreads.for_config({"torch_threads": 1}).update >= 1
     with pytest.raises(cfgmod.ConfigError, match="update_threads"):
         cfgmod.validate({**cfg, "update_threads": 0})
+
+
+def _tb_steps(log_dir: str, tag: str) -> list[int]:
+    """The steps of ``tag`` as TensorBoard reads the run (every event file in ``log_dir``),
+    with its orphaned-data purge off, so what is on disk is what is counted."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(log_dir, purge_orphaned_data=False)
+    acc.Reload()
+    return [e.step for e in acc.Scalars(tag)]
+
+
+def test_resume_drops_tensorboard_events_past_the_checkpoint(tmp_path):
+    """A run killed at step 700 whose last checkpoint is at 500: after the resume TensorBoard
+    holds each step once (the steps 600-700 of the killed run are gone, the resumed run writes
+    them again), in both TensorBoard's reader and on disk; a record cut by the kill is dropped."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from manip_rl.policies.train import _truncate_logs
+
+    run = str(tmp_path / "run")
+    log_dir = os.path.join(run, "logs")
+    first = SummaryWriter(log_dir)
+    for step in range(100, 800, 100):
+        first.add_scalar("train/loss", float(step), step)
+    first.close()
+    (events,) = os.listdir(log_dir)
+    with open(os.path.join(log_dir, events), "ab") as f:  # the kill cut a record short
+        f.write(b"\x20\x00\x00\x00\x00\x00\x00\x00\x01\x02")
+    _truncate_logs(run, 500)
+    assert _tb_steps(log_dir, "train/loss") == [100, 200, 300, 400, 500]
+    time.sleep(1.1)  # SummaryWriter names its file by the second
+    resumed = SummaryWriter(log_dir)
+    for step in range(600, 1100, 100):
+        resumed.add_scalar("train/loss", float(step), step)
+    resumed.close()
+    steps = _tb_steps(log_dir, "train/loss")
+    assert steps == list(range(100, 1100, 100)), steps
+    # The kept events are the originals.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(log_dir)
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("train/loss")][:5] == [100.0, 200.0, 300.0, 400.0, 500.0]

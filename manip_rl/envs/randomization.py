@@ -139,6 +139,12 @@ class RandomizationConfig:
                 f"{source}: unknown key(s) {sorted(unknown)}; allowed: {list(TOP_KEYS)}"
             )
         physics = {}
+        if not isinstance(d.get("physics") or {}, Mapping):
+            raise RandomizationConfigError(
+                f"{source}: physics: expected a mapping quantity -> {{dist, op, range}}, got "
+                f"{d['physics']!r}; known quantities: {sorted(PHYSICS_KEYS)} (held-out shift "
+                f"sets such as heavy are files: manip_rl/configs/heldout/*.yaml)"
+            )
         for key, spec in (d.get("physics") or {}).items():
             physics[key] = _parse_range(key, spec, source)
         noise = _parse_sensor_stds(d.get("observation_noise") or {}, "observation_noise", source)
@@ -280,8 +286,25 @@ def load_config(
         raise RandomizationConfigError(
             f"randomization file {path!r} does not exist; pass 'default', 'none' or a YAML path"
         )
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else path
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise RandomizationConfigError(f"{where}: not valid YAML ({problem})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RandomizationConfigError(
+            f"randomization file {path!r}: cannot be read ({e})"
+        ) from None
+    if not data:
+        # An empty file is more likely a mistake than a wish for no randomization.
+        raise RandomizationConfigError(
+            f"randomization file {path!r} is empty; give ranges (see "
+            f"manip_rl/configs/randomization/*.yaml), or turn randomization off explicitly "
+            f"with `randomization: none` (--randomization none)"
+        )
     return RandomizationConfig.from_dict(data, source=path)
 
 

@@ -13,19 +13,19 @@ import yaml
 
 from manip_rl.envs import registry
 from manip_rl.policies.algorithms import ALGORITHMS
+from manip_rl.policies.train_config import (  # noqa: F401  (re-exported: the public names)
+    ACTIVATIONS,
+    TASKS,
+    TOP_KEYS,
+    VEC_ENVS,
+    ConfigError,
+    TrainConfig,
+    check,
+    typed,
+    unknown_key,
+)
 
-TASKS = registry.names()
-ACTIVATIONS = ("tanh", "relu", "elu")
-# chunked: one worker process per CPU, each stepping several envs (manip_rl.policies.vec_env);
-# subproc: SB3's SubprocVecEnv, one process per env; dummy: all envs in the training process.
-VEC_ENVS = ("chunked", "subproc", "dummy")
-# Keys a resolved configuration may hold (anything else is a typo the user should hear about).
-TOP_KEYS = (
-    "env_id", "algo", "task", "seed", "total_timesteps", "n_envs", "vec_env", "policy",
-    "policy_kwargs", "hyperparams", "normalize", "randomization", "action_mode", "flatten_obs",
-    "eval", "checkpoint_freq", "log_interval", "device", "torch_threads", "n_workers",
-    "max_minutes", "update_threads", "train_env_kwargs",
-)  # fmt: skip
+# The keys, their types, ranges and docs: manip_rl.policies.train_config.TrainConfig.
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "vec_env": "subproc",
@@ -42,10 +42,6 @@ DEFAULTS: dict[str, Any] = {
     "torch_threads": 1,
     "update_threads": "auto",
 }
-
-
-class ConfigError(ValueError):
-    """A training configuration or override that cannot be used; the message names the key."""
 
 
 def task_name(task: str) -> str:
@@ -66,9 +62,22 @@ def deep_merge(base: Mapping, over: Mapping) -> dict:
     return out
 
 
+def read_yaml(path: str) -> Any:
+    """A YAML file's contents; bad syntax raises :class:`ConfigError` with the file and line."""
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else path
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read ({e})") from None
+
+
 def _read_yaml(path: str) -> dict:
-    with open(path) as f:
-        return yaml.safe_load(f) or {}
+    return read_yaml(path) or {}
 
 
 def load_config(task: str, algo: str, config_file: str | None = None) -> dict:
@@ -84,7 +93,12 @@ def load_config(task: str, algo: str, config_file: str | None = None) -> dict:
         if not os.path.isfile(config_file):
             raise ConfigError(f"--config {config_file!r} does not exist")
         user = _read_yaml(config_file)
-        cfg = deep_merge(cfg, user.get(name, user) if isinstance(user, Mapping) else {})
+        if not isinstance(user, Mapping):
+            raise ConfigError(
+                f"--config {config_file}: expected a mapping of configuration keys (or of task "
+                f"names to them), got {type(user).__name__}"
+            )
+        cfg = deep_merge(cfg, user.get(name, user))
     cfg["algo"], cfg["task"] = algo, name
     if "/" in task:  # an explicit env id (e.g. the sparse variant) wins over the table
         cfg["env_id"] = task
@@ -102,10 +116,11 @@ def apply_overrides(cfg: dict, overrides: Sequence[str]) -> dict:
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
         if parts[0] not in TOP_KEYS:
-            raise ConfigError(
-                f"--set {key!r}: unknown key {parts[0]!r}; known: {', '.join(TOP_KEYS)}"
-            )
-        value = yaml.safe_load(raw)
+            raise ConfigError(f"--set {key!r}: {unknown_key(parts[0], TOP_KEYS)}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({e})") from None
         if isinstance(value, str):  # YAML reads 1e-4 as a string; numbers should be numbers
             try:
                 value = float(value)
@@ -120,38 +135,11 @@ def apply_overrides(cfg: dict, overrides: Sequence[str]) -> dict:
     return cfg
 
 
-def validate(cfg: Mapping) -> None:
-    unknown = set(cfg) - set(TOP_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"unknown configuration key(s) {sorted(unknown)}; known: {', '.join(TOP_KEYS)}"
-        )
-    for key in ("total_timesteps", "n_envs"):
-        if not isinstance(cfg.get(key), int) or cfg[key] < 1:
-            raise ConfigError(f"{key}={cfg.get(key)!r}: must be a positive integer")
-    threads = cfg.get("update_threads", "auto")
-    if threads != "auto" and (
-        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-    ):
-        raise ConfigError(f"update_threads={threads!r}: use a positive integer or auto")
-    limit = cfg.get("max_minutes")
-    if limit is not None and (
-        isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0
-    ):
-        raise ConfigError(f"max_minutes={limit!r}: must be a positive number of minutes")
-    if not isinstance(cfg.get("train_env_kwargs") or {}, Mapping):
-        raise ConfigError(
-            f"train_env_kwargs={cfg['train_env_kwargs']!r}: use a mapping of the training envs' "
-            "constructor arguments, e.g. {grasped_start: 0.5}"
-        )
-    if cfg["vec_env"] not in VEC_ENVS:
-        raise ConfigError(f"vec_env={cfg['vec_env']!r}: use one of {', '.join(VEC_ENVS)}")
-    act = (cfg.get("policy_kwargs") or {}).get("activation_fn")
-    if act is not None and act not in ACTIVATIONS:
-        raise ConfigError(f"policy_kwargs.activation_fn={act!r}: use one of {ACTIVATIONS}")
-    ev = cfg.get("eval") or {}
-    if int(ev.get("episodes", 1)) < 1:
-        raise ConfigError("eval.episodes must be at least 1")
+def validate(cfg: Mapping) -> dict:
+    """``cfg`` checked in full (types, ranges, known keys; see
+    :class:`~manip_rl.policies.train_config.TrainConfig`) and normalized, its randomization
+    resolved to ranges; raises :class:`ConfigError` naming the key and what is allowed."""
+    return check(cfg)
 
 
 def policy_kwargs(cfg: Mapping) -> dict:

@@ -109,15 +109,55 @@ class Run:
             return list(csv.DictReader(f))
 
     def latest_checkpoint(self) -> dict | None:
-        """``checkpoints/latest.json`` as a dict, or None when no checkpoint was written yet."""
+        """``checkpoints/latest.json`` as a dict, or None when no checkpoint was written yet.
+        Raises :class:`RunError` when the file is unreadable or names no model."""
         p = self.file(CHECKPOINT_DIR, LATEST_FILE)
         if not os.path.isfile(p):
             return None
-        with open(p) as f:
-            return json.load(f)
+        try:
+            with open(p) as f:
+                latest = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RunError(
+                f"{p}: not a readable checkpoint index ({e}); delete it to use the run's best or "
+                f"final model, or restore it from the checkpoints/model_N.zip files"
+            ) from None
+        if (
+            not isinstance(latest, dict)
+            or not isinstance(latest.get("model"), str)
+            or isinstance(latest.get("timesteps"), bool)
+            or not isinstance(latest.get("timesteps"), int)
+        ):
+            raise RunError(
+                f'{p}: expected {{"timesteps": N, "model": "model_N.zip", ...}}, got '
+                f"{str(latest)[:80]}; delete it to use the run's best or final model"
+            )
+        return latest
+
+    @property
+    def normalizes(self) -> bool:
+        """Whether the run's config declares VecNormalize (``normalize:`` set), so that every
+        saved model must come with its statistics."""
+        return bool(self.config.get("normalize"))
+
+    def _model_file(self, which: str) -> str | None:
+        """The model.zip of ``which`` when it exists (no checks beyond that, never raises)."""
+        if which == "latest":
+            try:
+                latest = self.latest_checkpoint()
+            except RunError:
+                return None
+            model = None if latest is None else self.file(CHECKPOINT_DIR, latest["model"])
+        else:
+            model = self.file(which, MODEL_FILE)
+        return model if model is not None and os.path.isfile(model) else None
 
     def model_paths(self, which: str = "best") -> tuple[str, str | None]:
-        """(model.zip, vecnormalize.pkl or None) of ``which`` in ("best", "final", "latest")."""
+        """(model.zip, vecnormalize.pkl or None) of ``which`` in ("best", "final", "latest").
+
+        Raises :class:`RunError` when the model is missing, and when the run's config declares
+        normalization but the statistics are missing (a policy without them acts on raw
+        observations and fails: refusing is the only safe answer)."""
         if which not in WHICH:
             raise RunError(f"which={which!r}: use one of {WHICH}")
         if which == "latest":
@@ -129,6 +169,11 @@ class Run:
             model = self.file(CHECKPOINT_DIR, latest["model"])
             vn = latest.get("vecnormalize")
             vecnorm = self.file(CHECKPOINT_DIR, vn) if vn else None
+            if vecnorm is None and self.normalizes:
+                stem = os.path.splitext(os.path.basename(latest["model"]))[0]
+                vecnorm = self.file(
+                    CHECKPOINT_DIR, stem.replace("model_", "vecnormalize_") + ".pkl"
+                )
         else:
             model = self.file(which, MODEL_FILE)
             vecnorm = self.file(which, VECNORM_FILE)
@@ -136,25 +181,41 @@ class Run:
             others = [w for w in WHICH if w != which and self._has(w)]
             raise RunError(
                 f"{self.path}: no {which} model ({os.path.relpath(model, self.path)} missing); "
-                + (f"this run has: {', '.join(others)}" if others else "the run saved no model yet")
+                + (
+                    f"this run has: {', '.join(others)} (pick it with --which/--model)"
+                    if others
+                    else "the run saved no model yet: let it train to its first checkpoint "
+                    "or evaluation, or resume it with `manip-rl train --resume`"
+                )
             )
         if vecnorm is not None and not os.path.isfile(vecnorm):
+            if self.normalizes:
+                raise RunError(
+                    f"{self.path}: the {which} model has no normalization statistics "
+                    f"({os.path.relpath(vecnorm, self.path)} missing), but the run's "
+                    f"{CONFIG_FILE} says it normalizes (normalize: {self.config['normalize']}); "
+                    "without them the policy would act on raw observations. Restore the file "
+                    "or use another model of the run"
+                )
             vecnorm = None
         return model, vecnorm
 
     def _has(self, which: str) -> bool:
-        try:
-            self.model_paths(which)
-        except RunError:
-            return False
-        return True
+        return self._model_file(which) is not None
 
     def default_which(self) -> str:
         """The model a user most likely wants: best, else final, else the latest checkpoint."""
         for which in ("best", "final", "latest"):
             if self._has(which):
                 return which
-        raise RunError(f"{self.path}: the run saved no model yet")
+        try:
+            self.latest_checkpoint()
+        except RunError as e:  # say why the checkpoint did not count
+            raise RunError(f"{self.path}: the run has no best or final model, and {e}") from None
+        raise RunError(
+            f"{self.path}: the run saved no model yet (no best/, final/ or checkpoint); let it "
+            "train to its first checkpoint, or resume it with `manip-rl train --resume`"
+        )
 
     def model_meta(self, which: str = "best") -> dict:
         """``{"timesteps": N, ...}`` of a saved model."""
@@ -166,8 +227,11 @@ class Run:
         p = self.file(which, META_FILE)
         if not os.path.isfile(p):
             raise RunError(f"{self.path}: no {which} model")
-        with open(p) as f:
-            return json.load(f)
+        try:
+            with open(p) as f:
+                return json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RunError(f"{p}: unreadable ({e})") from None
 
     # ------------------------------------------------------------ loading
     def load_model(self, which: str = "best", device: str = "cpu", env: Any = None):
@@ -184,8 +248,14 @@ class Run:
         if vecnorm_path is None:
             return None
         # VecNormalize pickles without its venv (see its __getstate__); unpickling needs no env.
-        with open(vecnorm_path, "rb") as f:
-            return pickle.load(f)
+        try:
+            with open(vecnorm_path, "rb") as f:
+                return pickle.load(f)
+        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as e:
+            raise RunError(
+                f"{vecnorm_path}: not readable normalization statistics ({type(e).__name__}: "
+                f"{e}); restore it or use another model of the run"
+            ) from None
 
 
 def load_run(path: str | os.PathLike) -> Run:
@@ -198,8 +268,13 @@ def load_run(path: str | os.PathLike) -> Run:
     cfg_path = os.path.join(path, CONFIG_FILE)
     if not os.path.isfile(cfg_path):
         raise RunError(f"{path!r} is not a run directory: {CONFIG_FILE} is missing")
-    with open(cfg_path) as f:
-        config = yaml.safe_load(f) or {}
+    try:
+        with open(cfg_path) as f:
+            config = yaml.safe_load(f) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise RunError(f"{cfg_path}: not readable YAML ({e})") from None
+    if not isinstance(config, dict):
+        raise RunError(f"{cfg_path}: expected a mapping of configuration keys")
     for key in ("env_id", "algo"):
         if key not in config:
             raise RunError(f"{cfg_path}: key {key!r} is missing")

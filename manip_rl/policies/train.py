@@ -1,7 +1,7 @@
 """``manip-rl train``: train a policy on a randomized task, resumable after a kill.
 
-Per-task hyperparameters come from ``manip_rl/configs/train`` (tasks.yaml merged with the
-algorithm's file), every value overridable with ``--set KEY=VALUE``. Training runs SB3's
+Per-task hyperparameters come from the task's ``manip_rl/configs/tasks/<task>/train.yaml`` (its
+``defaults`` merged with the algorithm's section), every value overridable with ``--set KEY=VALUE``. Training runs SB3's
 on-policy loop over subprocess vector envs with VecNormalize; everything it produces goes into
 one run directory (see :mod:`manip_rl.policies.rundir`).
 """
@@ -9,10 +9,12 @@ one run directory (see :mod:`manip_rl.policies.rundir`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime
 import io
 import os
+import shutil
 import signal
 import sys
 import time
@@ -79,9 +81,9 @@ def resolve_config(args: argparse.Namespace) -> dict:
     }
     cfg.update({k: v for k, v in shortcuts.items() if v is not None})
     cfg = cfgmod.apply_overrides(cfg, args.overrides)
-    cfg["randomization"] = cfgmod.randomization_dict(cfg)  # the run records the ranges themselves
-    cfgmod.validate(cfg)
-    return cfg
+    # Checked in full, before any run directory exists; the randomization is resolved to its
+    # ranges (the run records the ranges themselves).
+    return cfgmod.validate(cfg)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,14 +106,43 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"manip-rl train: {path} already holds a run; use --resume {path} or another --run-dir"
         )
+    created = not os.path.exists(path)
     os.makedirs(path, exist_ok=True)
-    rundir.write_config(path, cfg)
-    if adr_settings is not None:
-        from manip_rl import adr
+    try:
+        rundir.write_config(path, cfg)
+        if adr_settings is not None:
+            from manip_rl import adr
 
-        adr.init_run(path, cfg, adr_settings)
-    train(path, cfg, progress=not args.no_progress)
+            adr.init_run(path, cfg, adr_settings)
+        train(path, cfg, progress=not args.no_progress)
+    except Exception as e:
+        # A run that failed before saving any model is no run: leave no directory that every
+        # later command would have to refuse (a run with a checkpoint is kept, to resume).
+        if _saved_nothing(path):
+            if created:
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                for name in (rundir.CONFIG_FILE,):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(path, name))
+            raise SystemExit(
+                f"manip-rl train: training could not start ({type(e).__name__}: {e}); "
+                f"no run was written"
+            ) from e
+        raise
     return 0
+
+
+def _saved_nothing(path: str) -> bool:
+    """Whether the run directory holds no checkpoint, best or final model."""
+    return not any(
+        os.path.exists(os.path.join(path, *p))
+        for p in (
+            (rundir.CHECKPOINT_DIR, rundir.LATEST_FILE),
+            (rundir.BEST_DIR, rundir.MODEL_FILE),
+            (rundir.FINAL_DIR, rundir.MODEL_FILE),
+        )
+    )
 
 
 def _adr_settings(args: argparse.Namespace, cfg: dict) -> dict | None:
@@ -124,6 +155,10 @@ def _adr_settings(args: argparse.Namespace, cfg: dict) -> dict | None:
 
 def resume(path: str, args: argparse.Namespace) -> int:
     r = rundir.load_run(path)
+    try:
+        cfgmod.validate(r.config)
+    except cfgmod.ConfigError as e:
+        raise SystemExit(f"manip-rl train: {path}/{rundir.CONFIG_FILE}: {e}") from None
     fixed = {
         "--set": args.overrides, "--config": args.config, "--n-envs": args.n_envs,
         "--seed": args.seed, "--randomization": args.randomization, "--vec-env": args.vec_env,
@@ -184,6 +219,9 @@ def make_vec_env(cfg: dict, seed: int, wrap: Any = None):
 
 
 def train(path: str, cfg: dict, progress: bool = True, resume_from: dict | None = None) -> None:
+    """Train the run at ``path`` (its config.yaml already written) with ``cfg``, from scratch or
+    from the checkpoint ``resume_from`` (``latest.json``'s entry). ``cfg`` is checked first."""
+    cfg = cfgmod.validate(cfg)
     import torch
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import VecNormalize
@@ -200,8 +238,15 @@ def train(path: str, cfg: dict, progress: bool = True, resume_from: dict | None 
     norm = cfg.get("normalize") or None
     ckdir = os.path.join(path, rundir.CHECKPOINT_DIR)
     if resume_from:
-        _truncate_logs(path, done_steps)
         vn_name = resume_from.get("vecnormalize")
+        if norm and not (vn_name and os.path.isfile(os.path.join(ckdir, vn_name))):
+            venv.close()
+            raise rundir.RunError(
+                f"{path}: the checkpoint at {done_steps} steps has no normalization statistics "
+                f"({vn_name or 'none named in ' + rundir.LATEST_FILE}), but the run normalizes; "
+                "resuming would restart them from zero. Restore the file or start a new run"
+            )
+        _truncate_logs(path, done_steps)
         if vn_name:
             venv = VecNormalize.load(os.path.join(ckdir, vn_name), venv)
             venv.training = True
@@ -268,8 +313,10 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def _truncate_logs(path: str, steps: int) -> None:
-    """Drop log rows written after the checkpoint a run resumes from: they describe training
-    that the kill threw away, and the resumed run writes those steps again."""
+    """Drop log rows and TensorBoard events written after the checkpoint a run resumes from:
+    they describe training that the kill threw away, and the resumed run writes those steps
+    again."""
+    _truncate_tensorboard(os.path.join(path, rundir.LOG_DIR), steps)
     for rel, key in (
         ((rundir.LOG_DIR, "progress.csv"), "time/total_timesteps"),
         ((rundir.EVAL_DIR, rundir.EVAL_FILE), "timesteps"),
@@ -286,6 +333,41 @@ def _truncate_logs(path: str, steps: int) -> None:
         w.writeheader()
         w.writerows(rows)
         atomic_write_text(p, buf.getvalue())
+
+
+def _truncate_tensorboard(log_dir: str, steps: int) -> None:
+    """Rewrite each TensorBoard event file in ``log_dir`` without its events past ``steps``.
+
+    Rewritten rather than hidden with a purge marker (SummaryWriter's purge_step): the marker
+    is honoured by TensorBoard's Python reader but not by every reader (its Rust data server,
+    pandas exports), and a user should see each step once in all of them. A file cut short by
+    the kill ends at its last complete record."""
+    if not os.path.isdir(log_dir):
+        return
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from manip_rl.fileio import atomic_write_bytes
+
+    for name in sorted(os.listdir(log_dir)):
+        p = os.path.join(log_dir, name)
+        if not name.startswith("events.out.tfevents") or not os.path.isfile(p):
+            continue
+        records = list(RawEventFileLoader(p).Load())
+        kept = [r for r in records if Event.FromString(r).step <= steps]
+        if len(kept) == len(records) and _complete(p, records):
+            continue
+        buf = io.BytesIO()
+        writer = RecordWriter(buf)
+        for r in kept:
+            writer.write(r)
+        atomic_write_bytes(p, buf.getvalue())
+
+
+def _complete(path: str, records: list[bytes]) -> bool:
+    """Whether ``records`` (each framed in 16 bytes) fill the file: no truncated tail."""
+    return os.path.getsize(path) == sum(len(r) + 16 for r in records)
 
 
 def _int(v: Any) -> int:
