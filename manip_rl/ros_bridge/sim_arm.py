@@ -340,6 +340,7 @@ def run(args: argparse.Namespace) -> int:
         ros_args += ["-p", f"env_id:={args.env_id}"]
     messages = dds.apply_realtime_arguments(args)
     rclpy.init(args=["manip-rl-sim-arm", *ros_args])
+    dds.stop_on_sigterm()
     node = None
     try:
         node = SimArm()
