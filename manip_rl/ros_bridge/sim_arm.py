@@ -17,7 +17,9 @@ time, one 2 ms physics step per 2 ms of wall time, and
   (joints matched by name, interpolated linearly to each point's ``time_from_start``) and
   ``Float64MultiArray`` finger positions on ``/gripper_controller/commands``, each applied
   ``actuator_latency`` s after it arrives; commands outside the joint limits or non-finite are
-  rejected;
+  rejected and logged (at most every 2 s per kind), and so are trajectories whose joint names
+  repeat or lack an arm joint, with no points, a point whose positions do not match the names, or
+  a negative, non-finite or decreasing ``time_from_start``;
 * ``~/reset`` (``std_srvs/Trigger``) starts a new episode: new goal, new object pose, new
   randomization draw.
 """
@@ -171,6 +173,9 @@ class SimArm(Node):
             return None
         if not np.isfinite(q).all():
             self.counters["rejected_nonfinite"] += 1
+            self.get_logger().error(
+                f"{source}: non-finite (NaN/inf) command rejected", throttle_duration_sec=2.0
+            )
             return None
         lo, hi = policy_io.PANDA_JOINT_LOWER - 1e-6, policy_io.PANDA_JOINT_UPPER + 1e-6
         if (q < lo).any() or (q > hi).any():
@@ -187,22 +192,41 @@ class SimArm(Node):
             self.counters["commands"] += 1
             self._pending.append((time.perf_counter() + self.actuator_latency, "arm", q))
 
+    def _reject_trajectory(self, why: str) -> None:
+        self.counters["rejected_trajectories"] += 1
+        self.get_logger().error(f"joint trajectory rejected: {why}", throttle_duration_sec=2.0)
+
     def _on_trajectory(self, msg: JointTrajectory) -> None:
-        where = {n: i for i, n in enumerate(msg.joint_names)}
+        names = list(msg.joint_names)
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            self._reject_trajectory(f"joint names {twice} appear more than once")
+            return
+        where = {n: i for i, n in enumerate(names)}
         missing = [n for n in PANDA_JOINT_NAMES if n not in where]
         if missing or not msg.points:
-            self.get_logger().error(
-                f"joint trajectory rejected: missing joints {missing} or no points",
-                throttle_duration_sec=2.0,
-            )
+            self._reject_trajectory(f"missing joints {missing} or no points")
             return
         idx = [where[n] for n in PANDA_JOINT_NAMES]
         points = []
-        for pt in msg.points:
+        prev_t = 0.0
+        for k, pt in enumerate(msg.points):
+            if len(pt.positions) != len(names):
+                self._reject_trajectory(
+                    f"point {k} has {len(pt.positions)} positions for {len(names)} joint names"
+                )
+                return
             q = self._check_arm([pt.positions[i] for i in idx], "joint trajectory")
             if q is None:
                 return
             t = pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9
+            if not (np.isfinite(t) and t >= prev_t):
+                self._reject_trajectory(
+                    f"point {k} has time_from_start {t:g} s; times must be >= 0 and must not "
+                    "decrease"
+                )
+                return
+            prev_t = t
             points.append((t, q))
         self.counters["trajectories"] += 1
         self._pending.append((time.perf_counter() + self.actuator_latency, "trajectory", points))
