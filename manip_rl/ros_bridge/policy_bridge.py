@@ -203,7 +203,9 @@ class PolicyBridge(LifecycleNode):
         policy = load_policy(str(path))
         # Every limit below is the robot side's; the file can only narrow the joint limits.
         self.period = bridge_control_period(policy.control_period, float(self._p("control_rate")))
-        check_action_spec_for_robot(policy.action_spec, robot, self.period)
+        warning = check_action_spec_for_robot(policy.action_spec, robot, self.period)
+        if warning:
+            self.get_logger().warning(f"policy file {path}: {warning}")
         self.policy = policy
         self.runner = PolicyRunner(self.policy)
         self.safety = SafetyFilter(
