@@ -115,7 +115,7 @@ class Arm:
         names, position, velocity = case
         self.names = NAMES9 if names is None else names
         self.position = HOME9 if position is None else position
-        if velocity == "zeros":
+        if isinstance(velocity, str):  # "zeros": one per name
             velocity = np.zeros(len(self.names))
         self.velocity = np.zeros(9) if velocity is None else velocity
 

@@ -209,8 +209,19 @@ def test_the_control_period_is_the_bridges_own(file_period, rate, match):
         ({"joint_scale": 50.0}, "joint_scale_rad"),
         ({"joint_scale": float("nan")}, "joint_scale_rad"),
         ({"joint_scale": -0.1}, "joint_scale_rad"),
+        ({"upper": np.full(7, np.nan)}, "action.upper"),
+        ({"home": np.full(7, 1e6)}, "action.home"),
     ],
-    ids=["equal_names", "reordered", "six_joints", "scale_50", "scale_nan", "scale_negative"],
+    ids=[
+        "equal_names",
+        "reordered",
+        "six_joints",
+        "scale_50",
+        "scale_nan",
+        "scale_negative",
+        "nan_limits",
+        "home_1e6",
+    ],  # fmt: skip
 )
 def test_action_specs_the_robot_cannot_be_driven_by_are_refused(changes, match):
     with pytest.raises(ValueError, match=match):

@@ -327,7 +327,8 @@ def bridge_control_period(file_period: float, control_rate: float) -> float:
 def check_action_spec_for_robot(spec: ActionSpec, robot: RobotDescription, period: float) -> str:
     """Refuse (ValueError naming the field) an action spec the robot cannot be driven by: joint
     names that repeat, a joint count other than the robot's, the robot's joints in another order,
-    or a ``joint_scale_rad`` that is not a number in (0, ``MAX_JOINT_SCALE``]. Returns a warning
+    non-finite joint limits, a home pose outside the robot's limits, or a ``joint_scale_rad`` that is not a number in
+    (0, ``MAX_JOINT_SCALE``]. Returns a warning
     ('' for none) when a full action asks for more than the command speed cap (the rate limit
     then binds, as it does whatever the file says)."""
     names = tuple(spec.joint_names)
@@ -347,6 +348,18 @@ def check_action_spec_for_robot(spec: ActionSpec, robot: RobotDescription, perio
         raise ValueError(
             f"the policy file's action.joint_names {list(names)} are robot {robot.name!r}'s "
             f"joints out of order; they must be {list(robot.joint_names)}"
+        )
+    for name in ("lower", "upper"):
+        if not np.isfinite(np.asarray(getattr(spec, name), dtype=np.float64)).all():
+            raise ValueError(
+                f"the policy file's action.{name} limits are not all finite numbers; the file is "
+                "damaged or edited, export the policy again"
+            )
+    home = np.asarray(spec.home, dtype=np.float64).reshape(-1)
+    if home.shape != (robot.dof,) or not robot.within_limits(home).all():
+        raise ValueError(
+            f"the policy file's action.home {home.tolist()} is not a pose inside robot "
+            f"{robot.name!r}'s joint limits; the file is damaged or edited, export it again"
         )
     scale = float(spec.joint_scale)
     if not (math.isfinite(scale) and 0 < scale <= MAX_JOINT_SCALE):
