@@ -459,7 +459,7 @@ class PolicyBridge(LifecycleNode):
                 response.message = "not active: configure and activate the node first"
                 return response
             problem = self.state_check.problem
-            if problem:
+            if problem and not self.safety.enabled:  # (an enabled bridge is holding already)
                 response.success = False
                 response.message = (
                     f"refusing to enable: the newest joint state is implausible ({problem}: "
