@@ -13,7 +13,8 @@ becomes a command"). Run: ``PYTHONPATH=$PWD python bench/bad_inputs.py [--json o
 Counted: cases tried; commands outside the robot's real limits (the bridge's: the policy's
 limits intersected with the datasheet's; sim_arm's: joint states outside the datasheet's);
 first commands after an enable farther from the arm's last plausible position than the ramp-in
-allows; crashes (a node process that died, or a traceback in its log).
+allows; crashes (a node process that died, or a traceback in its log, or a bridge that neither
+served an edited file nor exited refusing it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -346,9 +348,13 @@ def policy_file_cases(context, workdir: Path, tally: Tally) -> None:
                 arm.spin(1.5)
                 outcome = "served"
             else:
-                proc.wait(20)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:  # up, unconfigured, silent: counted as a crash
+                    pass
                 text = log.read_text()
-                outcome = "refused" if "configure failed" in text else "neither served nor refused"
+                refused = proc.poll() not in (None, 0) and "configure failed" in text
+                outcome = "refused" if refused else "neither served nor refused"
             cmds = [c for _, c in arm.commands]
             # Served: the arm stands past the policy's limits, so only the datasheet's apply.
             outside = sum(
