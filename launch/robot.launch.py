@@ -1,7 +1,7 @@
 """Real arm: the policy bridge alone, next to a Franka Panda under ros2_control (franka_ros2
 with a forward_position_controller or joint_trajectory_controller running).
 
-    ros2 launch launch/robot.launch.py policy:=/path/to/policy.pt
+    ros2 launch launch/robot.launch.py policy:=/path/to/policy.pt   # robot:=fr3 for an FR3
     ros2 lifecycle set /policy_bridge configure
     ros2 lifecycle set /policy_bridge activate      # refuses, with the reason, on a mismatch
     ros2 service call /policy_bridge/enable std_srvs/srv/SetBool "{data: true}"
@@ -29,6 +29,12 @@ def generate_launch_description():
             DeclareLaunchArgument("policy", description="the exported policy file (.pt)"),
             DeclareLaunchArgument("params_file", default_value=CONFIG),
             DeclareLaunchArgument(
+                "robot",
+                default_value="",
+                description="the arm (manip_rl.robots: panda, fr3; '' = the parameter file's); "
+                "its limits bound every command",
+            ),
+            DeclareLaunchArgument(
                 "cpus", default_value="", description="CPUs for the bridge, e.g. 3 ('' = all)"
             ),
             DeclareLaunchArgument(
@@ -45,6 +51,8 @@ def generate_launch_description():
                     "--ros-args",
                     "-p",
                     ["policy:=", policy],
+                    "-p",
+                    ["robot:=", LaunchConfiguration("robot")],
                 ],
                 name="policy_bridge",
                 output="screen",

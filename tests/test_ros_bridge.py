@@ -28,6 +28,7 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from manip_rl import policy_io  # noqa: E402
 from manip_rl.policy_io import PANDA_FINGER_JOINT_NAMES, PANDA_JOINT_NAMES  # noqa: E402
+from manip_rl.robots import PANDA  # noqa: E402
 from manip_rl.ros_bridge import dds  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -263,7 +264,8 @@ def test_nan_in_joint_state_builds_no_command(arm, bridge, tmp_path):
 @pytest.mark.parametrize("bridge", [("-p", "joint_limit_margin:=0.1")], indirect=True)
 def test_out_of_limit_targets_are_clamped(arm, bridge, tmp_path):
     upper = policy_io.PANDA_JOINT_UPPER
-    arm.position = lambda t: np.concatenate([upper + 0.05, [0.04, 0.04]])
+    # 0.04 rad past the policy's limits (within the plausibility tolerance of the datasheet's).
+    arm.position = lambda t: np.concatenate([upper + 0.04, [0.04, 0.04]])
     assert arm.wait_active(), _log(tmp_path)
     assert arm.enable().success
     t = time.monotonic()
@@ -275,29 +277,18 @@ def test_out_of_limit_targets_are_clamped(arm, bridge, tmp_path):
     np.testing.assert_allclose(cmds[-1], upper - 0.1, atol=1e-9)
 
 
-@pytest.mark.parametrize(
-    ("names", "params", "reason"),
-    [
-        ([f"fr3_joint{i}" for i in range(1, 8)], (), "does not cover the policy's joints"),
-        (None, ("-p", "control_rate:=100.0"), "disagrees with the policy's control period"),
-    ],
-    ids=["joint_names", "control_rate"],
-)
-def test_refuses_to_activate_and_says_why(
-    ros_context, reach_policy, tmp_path, names, params, reason
-):
+def test_refuses_to_activate_and_says_why(ros_context, reach_policy, tmp_path):
+    names, reason = [f"fr3_joint{i}" for i in range(1, 8)], "does not cover the policy's joints"
     arm = FakeArm(ros_context, names=names)
-    if names is not None:
-        arm.position = lambda t: policy_io.PANDA_HOME
-    proc = start_bridge(reach_policy, tmp_path / "bridge.log", *params)
+    arm.position = lambda t: policy_io.PANDA_HOME
+    proc = start_bridge(reach_policy, tmp_path / "bridge.log")
     try:
         end = time.monotonic() + 40
         while reason not in _log(tmp_path) and time.monotonic() < end:
             arm.spin(0.2)
         log = _log(tmp_path)
         assert "refusing to activate" in log and reason in log, log
-        if names is not None:
-            assert "panda_joint1" in log  # names what is missing
+        assert "panda_joint1" in log  # names what is missing
         arm.spin(1.0)
         assert arm.lifecycle_state() == "inactive"
         response = arm.enable()
@@ -360,3 +351,108 @@ def test_lifecycle_transitions_driven_over_ros(arm, reach_policy, tmp_path):
         assert "cleaned up: policy released" in _log(tmp_path)
     finally:
         dds.stop_node(proc)
+
+
+def test_a_rate_other_than_the_policys_fails_configure_and_serve_exits(
+    ros_context, reach_policy, tmp_path
+):
+    """The rate limit is per control period, so the bridge's period must be the policy's: a
+    disagreeing control_rate fails configure, and `serve --autostart` exits non-zero saying why
+    (issue #20 item 7: it used to stay up, unconfigured and silent)."""
+    arm = FakeArm(ros_context)
+    proc = start_bridge(reach_policy, tmp_path / "bridge.log", "-p", "control_rate:=100.0")
+    try:
+        code = proc.wait(60)
+        log = _log(tmp_path)
+        assert code != 0, log
+        assert "configure failed" in log and "control_period_s" in log and "100" in log, log
+        assert "Traceback" not in log, log
+        arm.spin(0.3)
+        assert arm.commands == []
+    finally:
+        dds.stop_node(proc)
+        arm.close()
+
+
+def test_sigterm_stops_an_active_bridge_cleanly(arm, reach_policy, tmp_path):
+    """Issue #20 item 7: SIGTERM to an active `serve` printed an RCLError traceback."""
+    import signal
+
+    proc = start_bridge(reach_policy, tmp_path / "bridge.log")
+    try:
+        assert arm.wait_active(), _log(tmp_path)
+        assert arm.enable().success
+        arm.spin(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, _log(tmp_path)
+        assert "Traceback" not in _log(tmp_path) and "RCLError" not in _log(tmp_path)
+    finally:
+        dds.stop_node(proc)
+
+
+REAL_LOWER = np.maximum(policy_io.PANDA_JOINT_LOWER, PANDA.lower)  # the policy's and the robot's
+REAL_UPPER = np.minimum(policy_io.PANDA_JOINT_UPPER, PANDA.upper)
+# launch/config/sim.yaml (the default parameter file): 6 rad/s x 40 ms, ramped in over 0.2 s.
+FIRST_STEP_ALLOWANCE = 6.0 * 0.04 / 5
+
+
+def within_real_limits(commands) -> bool:
+    c = np.array(commands)
+    return bool(((c >= REAL_LOWER - 1e-9) & (c <= REAL_UPPER + 1e-9)).all())
+
+
+def test_an_implausible_reading_at_enable_never_becomes_a_jump(arm, bridge, tmp_path):
+    """Issue #20 item 1: with 1e6 rad on joint 1 at the moment of enable, the first command landed
+    0.6-2.1 rad from the arm's last plausible position (the ramp-in allows 0.048 rad)."""
+    home = np.concatenate([policy_io.PANDA_HOME, [0.04, 0.04]])
+    bad = home.copy()
+    bad[0] = 1e6
+    arm.position = lambda t: home
+    assert arm.wait_active(), _log(tmp_path)
+    arm.position = lambda t: bad  # while disabled: enable is refused, with the reason
+    arm.spin(0.3)
+    response = arm.enable()
+    assert not response.success, "enable must be refused while the joint state is implausible"
+    assert "hold_state_outside_limits" in response.message and "panda_joint1" in response.message
+    arm.spin(0.3)
+    assert arm.commands == []
+    # Plausible again: enable; the implausible reading arrives right after.
+    arm.position = lambda t: home
+    arm.spin(0.3)
+    assert arm.enable().success, _log(tmp_path)
+    arm.position = lambda t: bad
+    arm.spin(1.3)
+    arm.position = lambda t: home
+    arm.spin(1.0)
+    cmds = [c for _, c in arm.commands]
+    assert len(cmds) > 10, _log(tmp_path)
+    assert within_real_limits(cmds), f"max {np.max(cmds, axis=0)}"
+    jump = np.max(np.abs(cmds[0] - policy_io.PANDA_HOME))
+    assert jump <= FIRST_STEP_ALLOWANCE + 1e-9, f"first command {jump:.4f} rad from the arm"
+    steps = np.max(np.abs(np.diff(np.array(cmds), axis=0)), axis=1)
+    assert steps.max() <= 6.0 * 0.04 + 1e-9
+    assert "joint state rejected (hold_state_outside_limits)" in _log(tmp_path)
+    problems = [d["state_problem"] for d in arm.diagnostics if "state_problem" in d]
+    assert problems and "panda_joint1" in problems[0], arm.diagnostics[-3:]
+
+
+def test_duplicate_joint_names_make_the_bridge_hold(arm, bridge, tmp_path):
+    """Issue #20 item 1: a JointState naming panda_joint1 twice (last value wins) was used."""
+    assert arm.wait_active(), _log(tmp_path)
+    assert arm.enable().success
+    arm.spin(1.0)
+    good = arm.position
+    arm.names = [*arm.names, "panda_joint1"]
+    arm.position = lambda t: np.concatenate([good(t), [2.0]])
+    t_dup = time.monotonic()
+    arm.spin(1.5)
+    during = arm.commands_since(t_dup + 0.3)
+    assert during, "the bridge should hold (repeat the last command), not go silent"
+    for c in during:
+        np.testing.assert_array_equal(c, during[0])
+    assert any(np.array_equal(c, during[0]) for c in arm.commands_since(0)[: -len(during)])
+    assert "hold_duplicate_joint_names" in _log(tmp_path)
+    assert arm.enable(False).success
+    response = arm.enable()
+    assert not response.success and "panda_joint1" in response.message
+    assert within_real_limits([c for _, c in arm.commands])

@@ -192,3 +192,55 @@ def test_sensor_latency_delays_the_reported_motion(controller, tmp_path):
         assert delay < latency + 0.25
     finally:
         dds.stop_node(proc)
+
+
+def _point(q, sec: int = 0, nanosec: int = 300_000_000) -> JointTrajectoryPoint:
+    return JointTrajectoryPoint(
+        positions=[float(x) for x in q], time_from_start=Duration(sec=sec, nanosec=nanosec)
+    )
+
+
+def test_bad_trajectories_and_commands_are_logged_and_ignored(controller, tmp_path):
+    """Issue #20 item 5: a point with fewer positions than names killed sim_arm (IndexError);
+    negative time_from_start and duplicate names were accepted; a NaN command went unlogged."""
+    proc = start_sim(tmp_path, "-p", "sensor_latency:=0.0")
+    log = tmp_path / "sim_arm.log"
+    try:
+        c = controller
+        c.wait_states()
+        c.spin(0.5)
+        home = c.arm_position()
+        names = list(PANDA_JOINT_NAMES)
+        far = home + np.array([0.4, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+        dup_names = [*names[:6], "panda_joint1"]
+        bad = {
+            "short point": JointTrajectory(joint_names=names, points=[_point(far[:3])]),
+            "negative time": JointTrajectory(joint_names=names, points=[_point(far, sec=-1)]),
+            "duplicate names": JointTrajectory(joint_names=dup_names, points=[_point(far)]),
+            "decreasing times": JointTrajectory(
+                joint_names=names, points=[_point(far, 0, 500_000_000), _point(far, 0, 100)]
+            ),
+            "nan": JointTrajectory(joint_names=names, points=[_point(far * np.nan)]),
+        }
+        # (The NaN command first: the rejection of a NaN trajectory shares its log throttle.)
+        c.cmd.publish(Float64MultiArray(data=(home * np.nan).tolist()))
+        c.spin(0.2)
+        for msg in bad.values():
+            c.traj.publish(msg)
+            c.spin(0.2)
+        c.spin(0.5)
+        assert proc.poll() is None, f"sim_arm died:\n{log.read_text()}"
+        np.testing.assert_allclose(c.arm_position(), home, atol=0.03)  # nothing was applied
+        text = log.read_text()
+        assert "Traceback" not in text, text
+        assert "point 0 has 3 positions for 7 joint names" in text, text
+        assert "time_from_start -0.7 s" in text, text
+        assert "['panda_joint1'] appear more than once" in text, text
+        assert "point 1 has time_from_start" in text, text
+        assert "forward position command: non-finite (NaN/inf) command rejected" in text, text
+        # A good trajectory after all that still moves the arm.
+        c.traj.publish(JointTrajectory(joint_names=names, points=[_point(far)]))
+        c.spin(1.5)
+        np.testing.assert_allclose(c.arm_position(), far, atol=0.03)
+    finally:
+        dds.stop_node(proc)

@@ -89,6 +89,18 @@ def stop_node(proc: subprocess.Popen, timeout: float = 10.0) -> int:
     return proc.returncode
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM stop a node as Ctrl-C does; call after ``rclpy.init``. rclpy's own SIGTERM
+    handler shuts the context down under a spinning executor, which then raised RCLError
+    ("failed to initialize wait set: the given context is not valid") with a traceback; the
+    node's ``finally`` now runs its shutdown in order instead."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def wait_for(predicate, timeout: float, spin=None, poll: float = 0.01) -> bool:
     """Poll ``predicate`` (spinning ``spin(poll)`` in between) until it holds or time runs out."""
     deadline = time.monotonic() + timeout

@@ -29,6 +29,7 @@ import collections
 import gc
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -46,9 +47,18 @@ from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from manip_rl.fileio import atomic_write_text
+from manip_rl.robots import get_robot
 from manip_rl.ros_bridge import dds
+from manip_rl.ros_bridge.plausibility import PlausibilityConfig, StateCheck
 from manip_rl.ros_bridge.runner import JointStateError, PolicyRunner
-from manip_rl.ros_bridge.safety import OK, SafetyConfig, SafetyFilter
+from manip_rl.ros_bridge.safety import (
+    HOLD_NONFINITE,
+    OK,
+    SafetyConfig,
+    SafetyFilter,
+    bridge_control_period,
+    check_action_spec_for_robot,
+)
 
 NODE_NAME = "policy_bridge"
 # Relative difference allowed between the configured rate's period and the policy's.
@@ -59,6 +69,9 @@ WINDOW = 500
 
 PARAMETERS: dict[str, object] = {
     "policy": "",  # path of the exported policy file; "" = the shipped PandaReach policy
+    # The arm (manip_rl.robots): its joint, velocity and gripper limits bound every command,
+    # whatever the policy file says.
+    "robot": "panda",
     "autostart": False,  # configure and activate on start (retrying activation until it passes)
     "control_rate": 0.0,  # Hz; 0 = the policy's own control period; must agree with it
     "trigger": "state",  # "state": steps on joint-state arrival at each tick; "timer": timer only
@@ -71,9 +84,11 @@ PARAMETERS: dict[str, object] = {
     "object_pose_topic": "~/object_pose",
     "trajectory_time_from_start": 0.0,  # s; 0 = one control period
     "max_joint_speed": 2.0,  # rad/s; largest command change per step = this x period
-    "joint_limit_margin": 0.0,  # rad inside the policy's joint limits
+    "joint_limit_margin": 0.0,  # rad inside the robot's (and the policy's) joint limits
     "ramp_in_time": 1.0,  # s after enable over which the speed allowance ramps up
     "state_timeout": 0.1,  # s; older joint states make the bridge hold
+    "state_tolerance": 0.05,  # rad a reading may lie outside the robot's limits / jump beyond
+    "state_speed_margin": 1.5,  # readings may move this many times the robot's velocity limits
     "diagnostics_period": 1.0,  # s
     "stats_path": "",  # JSON file of every period/latency sample, written at shutdown
     # Run the policy on each joint state between control ticks, result discarded, so that its
@@ -93,6 +108,9 @@ class PolicyBridge(LifecycleNode):
         self.policy = None
         self.runner: PolicyRunner | None = None
         self.safety: SafetyFilter | None = None
+        self.state_check: StateCheck | None = None
+        self.configure_error = ""  # why the last configure failed ("" when it did not)
+        self._log_times: dict[str, float] = {}
         self.period = 0.0
         self._subs: list = []
         self._pubs: list = []
@@ -145,9 +163,11 @@ class PolicyBridge(LifecycleNode):
         try:
             self._configure()
         except Exception as e:  # the reason goes to the log; the node stays unconfigured
+            self.configure_error = str(e)
             self.get_logger().error(f"configure failed: {e}")
             self._release()
             return TransitionCallbackReturn.FAILURE
+        self.configure_error = ""
         return TransitionCallbackReturn.SUCCESS
 
     def _configure(self) -> None:
@@ -176,11 +196,21 @@ class PolicyBridge(LifecycleNode):
         # One small MLP per step: a second intra-op thread only adds wake-up latency (measured
         # here: 62 us per forward pass with 1 thread, 1.7 ms with 2 on a loaded 2-core machine).
         torch.set_num_threads(1)
-        self.policy = load_policy(str(path))
-        self.period = float(self.policy.control_period)
+        try:
+            robot = get_robot(str(self._p("robot")))
+        except ValueError as e:
+            raise ValueError(f"parameter 'robot': {e}") from None
+        policy = load_policy(str(path))
+        # Every limit below is the robot side's; the file can only narrow the joint limits.
+        self.period = bridge_control_period(policy.control_period, float(self._p("control_rate")))
+        warning = check_action_spec_for_robot(policy.action_spec, robot, self.period)
+        if warning:
+            self.get_logger().warning(f"policy file {path}: {warning}")
+        self.policy = policy
         self.runner = PolicyRunner(self.policy)
         self.safety = SafetyFilter(
-            SafetyConfig.from_action_spec(
+            SafetyConfig.for_robot(
+                robot,
                 self.policy.action_spec,
                 self.period,
                 max_joint_speed=float(self._p("max_joint_speed")),
@@ -188,6 +218,12 @@ class PolicyBridge(LifecycleNode):
                 ramp_time=float(self._p("ramp_in_time")),
                 state_timeout=float(self._p("state_timeout")),
             )
+        )
+        self.state_check = StateCheck(
+            PlausibilityConfig.from_robot(
+                robot, float(self._p("state_tolerance")), float(self._p("state_speed_margin"))
+            ),
+            self.runner.joint_map,
         )
         self.runner.observation(  # one dry run: the policy, kinematics and layout agree
             self.runner.joint_map.read(
@@ -244,9 +280,13 @@ class PolicyBridge(LifecycleNode):
         # reach: a full collection over it stalled the 500 Hz loop by more than a period.
         gc.collect()
         gc.freeze()
+        cfg = self.safety.config
         self.get_logger().info(
             f"configured: {self.policy.task} policy {path} ({self.policy.action_spec.mode}, "
-            f"{1 / self.period:g} Hz), joints {list(self.runner.joint_map.required)}"
+            f"{1 / self.period:g} Hz) on robot {robot.name}, joints "
+            f"{list(self.runner.joint_map.required)}, limits {np.round(cfg.lower, 4).tolist()}.."
+            f"{np.round(cfg.upper, 4).tolist()} rad, at most "
+            f"{np.round(cfg.max_step / self.period, 3).tolist()} rad/s"
         )
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -335,15 +375,17 @@ class PolicyBridge(LifecycleNode):
         if getattr(self, "_enable_srv", None) is not None:
             self.destroy_service(self._enable_srv)
             self._enable_srv = None
-        self.policy = self.runner = self.safety = None
+        self.policy = self.runner = self.safety = self.state_check = None
         self._reset_inputs()
 
     # ------------------------------------------------------------------ autostart
-    def start_autostart(self) -> None:
-        """Configure now, then try to activate every 0.5 s until the contract check passes."""
+    def start_autostart(self) -> bool:
+        """Configure now, then try to activate every 0.5 s until the contract check passes.
+        False when configuring failed (:attr:`configure_error` says why)."""
         if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            return
+            return False
         self._autostart_timer = self.create_timer(0.5, self._try_activate)
+        return True
 
     def _try_activate(self) -> None:
         if self.trigger_activate() == TransitionCallbackReturn.SUCCESS:
@@ -351,22 +393,42 @@ class PolicyBridge(LifecycleNode):
             self._autostart_timer = None
 
     # ------------------------------------------------------------------ inputs
+    def _log_throttled(self, key: str, message: str, period: float = 2.0) -> None:
+        """An error line at most every ``period`` s per ``key`` (a bad stream at 500 Hz must not
+        flood the log, and one kind of problem must not hide another)."""
+        now = time.monotonic()
+        if now - self._log_times.get(key, -math.inf) >= period:
+            self._log_times[key] = now
+            self.get_logger().error(message)
+
     def _on_joint_state(self, msg: JointState) -> None:
         now = time.perf_counter()
         self._last_names = tuple(msg.name)
+        if self.state_check is None:
+            return
+        # Judged while inactive too: the reference reading stays current, and enabling is
+        # refused while the newest state is implausible.
+        try:
+            verdict = self.state_check.check(msg.name, msg.position, msg.velocity, now)
+        except JointStateError as e:
+            if self._active:
+                self.counters["rejected_joint_state"] += 1
+                self._log_throttled("contract", f"joint state ignored: {e}")
+            return
+        if not verdict.ok:
+            # Never build a command from it: the filter holds until a plausible state arrives.
+            if verdict.status == HOLD_NONFINITE:
+                self.counters["rejected_nonfinite"] += 1
+                self._log_throttled(verdict.status, "joint state with NaN/inf ignored; holding")
+            else:
+                self.counters[f"rejected_{verdict.status.removeprefix('hold_')}"] += 1
+                self._log_throttled(
+                    verdict.status, f"joint state rejected ({verdict.status}): {verdict.detail}"
+                )
+            return
         if not self._active:
             return
-        try:
-            reading = self.runner.joint_map.read(msg.name, msg.position, msg.velocity)
-        except JointStateError as e:
-            self.counters["rejected_joint_state"] += 1
-            self.get_logger().error(f"joint state ignored: {e}", throttle_duration_sec=2.0)
-            return
-        if not reading.is_finite():
-            # Never build a command from it; the watchdog holds if no good state follows.
-            self.counters["rejected_nonfinite"] += 1
-            self.get_logger().warning("joint state with NaN/inf ignored", throttle_duration_sec=2.0)
-            return
+        reading = verdict.reading
         if self._state_time is not None:  # running mean of the state interval (for _due)
             self._state_interval += 0.05 * (now - self._state_time - self._state_interval)
         self._reading, self._state_time = reading, now
@@ -395,6 +457,16 @@ class PolicyBridge(LifecycleNode):
             if not self._active:
                 response.success = False
                 response.message = "not active: configure and activate the node first"
+                return response
+            problem = self.state_check.problem
+            if problem and not self.safety.enabled:  # (an enabled bridge is holding already)
+                response.success = False
+                response.message = (
+                    f"refusing to enable: the newest joint state is implausible ({problem}: "
+                    f"{self.state_check.detail}); enable again once "
+                    f"{self._p('joint_states_topic')} reads plausibly"
+                )
+                self.get_logger().error(response.message)
                 return response
             if not self.safety.enabled:
                 self.safety.enable()
@@ -454,9 +526,12 @@ class PolicyBridge(LifecycleNode):
         state_age = None if self._state_time is None else now - self._state_time
         targets = measured = gripper = None
         step = None
+        problem = self.state_check.problem
         if self._reading is not None:
             measured = self._reading.position
-        if (
+        if problem:
+            pass  # the newest state is implausible: no policy step, the filter holds
+        elif (
             state_age is not None
             and state_age <= safety.config.state_timeout
             and self._inputs_ready()
@@ -474,7 +549,7 @@ class PolicyBridge(LifecycleNode):
             self._status = "waiting for goal/object pose"
             self.counters["waiting_inputs"] += 1
             return
-        decision = safety.filter(targets, measured, state_age, gripper)
+        decision = safety.filter(targets, measured, state_age, gripper, problem or OK)
         self._status = decision.status
         if decision.joints is None:
             return
@@ -546,6 +621,8 @@ class PolicyBridge(LifecycleNode):
         values["enabled"] = bool(self.safety is not None and self.safety.enabled)
         values["active"] = self._active
         values["control_period_ms"] = self.period * 1e3
+        if self.state_check is not None and self.state_check.problem:
+            values["state_problem"] = self.state_check.detail
         if self._state_time is not None:
             values["state_age_ms"] = (time.perf_counter() - self._state_time) * 1e3
         status.values = [KeyValue(key=k, value=f"{v}") for k, v in values.items()]
@@ -618,16 +695,25 @@ def run(args: argparse.Namespace) -> int:
     ros_args = ros_arguments(args, dds.SIM_PARAMS)
     messages = dds.apply_realtime_arguments(args)
     rclpy.init(args=["manip-rl-serve", *ros_args])
+    dds.stop_on_sigterm()
     node = None
+    code = 0
     try:
         node = PolicyBridge()
         for message in messages:
             node.get_logger().info(message)
-        if node.get_parameter("autostart").value:
-            node.start_autostart()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
+        if node.get_parameter("autostart").value and not node.start_autostart():
+            # An operator who asked for autostart expects a serving bridge or an exit that says
+            # why, not an unconfigured node sitting there.
+            print(
+                f"manip-rl serve: configure failed, exiting: {node.configure_error}",
+                file=sys.stderr,
+            )
+            code = 2
+        else:
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -638,4 +724,4 @@ def run(args: argparse.Namespace) -> int:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
-    return 0
+    return code

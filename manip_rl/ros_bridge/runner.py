@@ -36,6 +36,10 @@ class JointStateError(ValueError):
     """A joint state that cannot be used (missing joints, wrong sizes)."""
 
 
+class DuplicateJointNames(JointStateError):
+    """A joint state that names a joint more than once: no reading of it can be trusted."""
+
+
 @dataclasses.dataclass(frozen=True)
 class JointReading:
     """One joint state, reordered into the policy's joint order (robot convention)."""
@@ -71,6 +75,13 @@ class JointMap:
         key = tuple(names)
         idx = self._cache.get(key)
         if idx is None:
+            if len(set(key)) != len(key):
+                seen: set[str] = set()
+                twice = sorted({n for n in key if n in seen or seen.add(n)})
+                raise DuplicateJointNames(
+                    f"the joint state names {twice} more than once (it has {list(key)}); which "
+                    "value is the joint's is unknown, so none is used. Fix the publisher"
+                )
             missing = self.missing(key)
             if missing:
                 raise JointStateError(

@@ -3,17 +3,25 @@
 Every command the bridge publishes passes through :class:`SafetyFilter`, which applies, in order:
 
 1. **Enable gate.** The filter starts disabled and builds no command until :meth:`enable`.
-2. **Stale-state watchdog.** If the newest valid joint state is older than ``state_timeout``, the
+2. **Implausible-state hold.** While the newest joint state failed the plausibility check
+   (:mod:`manip_rl.ros_bridge.plausibility`: a joint named twice, outside the robot's limits, or a
+   jump faster than the arm can move), the filter holds and builds nothing from it.
+3. **Stale-state watchdog.** If the newest valid joint state is older than ``state_timeout``, the
    filter holds: it repeats the last command it sent (the arm stays where it was told to be) and
    builds nothing from the old state.
-3. **Non-finite guard.** A target, measured position or gripper value that is NaN or infinite is
+4. **Non-finite guard.** A target, measured position or gripper value that is NaN or infinite is
    never passed on; the filter holds instead.
-4. **Rate limit with ramp-in.** Each joint's command changes by at most ``max_step`` rad per
+5. **Rate limit with ramp-in.** Each joint's command changes by at most ``max_step`` rad per
    control step from the previous command (from the measured position on the first step after
    enabling). For ``ramp_time`` seconds after enabling that allowance grows linearly from
    ``1/n`` of ``max_step`` to all of it, so the arm eases into policy control.
-5. **Joint-limit clamp.** Last, so nothing can undo it: commands are clamped into
-   ``[lower, upper]`` (the policy's action-spec limits, tightened by a margin).
+6. **Joint-limit clamp.** Last, so nothing can undo it: commands are clamped into
+   ``[lower, upper]``.
+
+The limits come from the robot side (:meth:`SafetyConfig.for_robot`): the robot description's
+joint limits intersected with the policy file's (a file can only narrow them), tightened by a
+margin; the per-step change from the bridge's own speed limit and control period, capped at
+``COMMAND_SPEED_FACTOR`` times the robot's datasheet velocity.
 """
 
 from __future__ import annotations
@@ -24,13 +32,36 @@ import math
 import numpy as np
 
 from manip_rl.policy_io import GRIPPER_MAX_OPENING, ActionSpec
+from manip_rl.robots import RobotDescription
 
 # Status strings of a decision, also published in /diagnostics.
 DISABLED = "disabled"
 NO_STATE = "no_state"
 HOLD_STALE = "hold_stale_state"
 HOLD_NONFINITE = "hold_nonfinite_input"
+# The newest joint state failed the plausibility check (manip_rl.ros_bridge.plausibility).
+HOLD_DUPLICATE_NAMES = "hold_duplicate_joint_names"
+HOLD_OUTSIDE_LIMITS = "hold_state_outside_limits"
+HOLD_STATE_JUMP = "hold_state_jump"
+HOLD_STATUSES = (
+    HOLD_STALE,
+    HOLD_NONFINITE,
+    HOLD_DUPLICATE_NAMES,
+    HOLD_OUTSIDE_LIMITS,
+    HOLD_STATE_JUMP,
+)
 OK = "ok"
+
+# A command may lead the arm (a position target is where the arm should be, not where it is),
+# but a per-step change above this many times the datasheet's joint velocity is no command an
+# arm can follow: it caps max_joint_speed whatever a parameter file says. The simulated demo's
+# 6 rad/s (launch/config/sim.yaml) is under it for every Panda joint (3 x 2.175 rad/s).
+COMMAND_SPEED_FACTOR = 3.0
+# Control periods a policy file may state (s): 1 kHz (the Franka's own loop) to 5 Hz.
+PLAUSIBLE_CONTROL_PERIOD = (0.001, 0.2)
+# Largest joint_delta step a policy file may state (rad per step for a full action; the shipped
+# policies use 0.1). Not period-bound: bench/ros_loop.py serves the 25 Hz policy at 500 Hz.
+MAX_JOINT_SCALE = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,14 +69,14 @@ class SafetyConfig:
     """Limits of the safety filter (all in the robot's joint convention).
 
     ``lower``/``upper``: joint limits in rad; ``max_step``: largest change of a joint command per
-    control step in rad; ``control_period`` in s; ``ramp_time``: seconds after enabling over which
+    control step in rad (one number, or one per joint); ``control_period`` in s; ``ramp_time``: seconds after enabling over which
     the step allowance grows to ``max_step`` (0 disables the ramp); ``state_timeout``: oldest joint
     state (s) a command may be built from.
     """
 
     lower: np.ndarray
     upper: np.ndarray
-    max_step: float
+    max_step: float | np.ndarray
     control_period: float
     ramp_time: float = 1.0
     state_timeout: float = 0.1
@@ -66,10 +97,15 @@ class SafetyConfig:
                 f"joint limits are empty for joint index(es) {bad}: lower >= upper; a limit margin "
                 "that large leaves no room to move, use a smaller joint_limit_margin"
             )
-        for name in ("max_step", "control_period"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"safety {name} must be a positive number, got {value!r}")
+        max_step = np.asarray(self.max_step, dtype=np.float64)
+        if max_step.ndim == 0:
+            max_step = np.full(lower.shape, float(max_step))
+        if max_step.shape != lower.shape or not (np.isfinite(max_step) & (max_step > 0)).all():
+            raise ValueError(f"safety max_step must be positive numbers, got {self.max_step!r}")
+        object.__setattr__(self, "max_step", max_step)
+        value = self.control_period
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"safety control_period must be a positive number, got {value!r}")
         for name in ("ramp_time", "state_timeout"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -100,6 +136,46 @@ class SafetyConfig:
             state_timeout=float(state_timeout),
         )
 
+    @classmethod
+    def for_robot(
+        cls,
+        robot: RobotDescription,
+        spec: ActionSpec,
+        control_period: float,
+        max_joint_speed: float = 2.0,
+        limit_margin: float = 0.0,
+        ramp_time: float = 1.0,
+        state_timeout: float = 0.1,
+    ) -> SafetyConfig:
+        """Limits that no policy file can widen: ``robot``'s joint limits intersected with the
+        action spec's, tightened by ``limit_margin`` rad; the per-step change from
+        ``max_joint_speed`` (rad/s) x the bridge's ``control_period``, capped per joint at
+        ``COMMAND_SPEED_FACTOR`` x the robot's velocity limit; the robot's gripper range."""
+        if not (math.isfinite(limit_margin) and limit_margin >= 0):
+            raise ValueError(f"joint_limit_margin must be >= 0 rad, got {limit_margin!r}")
+        if not (math.isfinite(max_joint_speed) and max_joint_speed > 0):
+            raise ValueError(f"max_joint_speed must be > 0 rad/s, got {max_joint_speed!r}")
+        file_lower = np.asarray(spec.lower, dtype=np.float64).reshape(-1)
+        file_upper = np.asarray(spec.upper, dtype=np.float64).reshape(-1)
+        if file_lower.shape != (robot.dof,) or file_upper.shape != (robot.dof,):
+            raise ValueError(
+                f"the policy file's action limits have {file_lower.size}/{file_upper.size} "
+                f"values; robot {robot.name!r} has {robot.dof} joints (action.lower/upper)"
+            )
+        # fmax/fmin: a NaN in the file leaves the robot's limit in place.
+        lower = np.fmax(robot.lower, file_lower) + limit_margin
+        upper = np.fmin(robot.upper, file_upper) - limit_margin
+        speed = np.minimum(float(max_joint_speed), COMMAND_SPEED_FACTOR * robot.velocity)
+        return cls(
+            lower=lower,
+            upper=upper,
+            max_step=speed * float(control_period),
+            control_period=float(control_period),
+            ramp_time=float(ramp_time),
+            state_timeout=float(state_timeout),
+            gripper_max=float(robot.gripper_max_opening),
+        )
+
     @property
     def ramp_steps(self) -> int:
         """Control steps the ramp-in lasts (at least 1)."""
@@ -119,7 +195,7 @@ class Decision:
 
     @property
     def holding(self) -> bool:
-        return self.status in (HOLD_STALE, HOLD_NONFINITE)
+        return self.status in HOLD_STATUSES
 
 
 class SafetyFilter:
@@ -169,16 +245,20 @@ class SafetyFilter:
         measured: np.ndarray | None,
         state_age: float | None,
         gripper: float | None = None,
+        state_status: str = OK,
     ) -> Decision:
         """Filter one control step.
 
         ``targets``: the policy's joint targets (rad); ``measured``: the joint positions they were
         built from; ``state_age``: seconds since that joint state arrived (None: no state yet);
-        ``gripper``: the commanded opening in m, or None.
+        ``gripper``: the commanded opening in m, or None; ``state_status``: the plausibility
+        check's verdict on the newest joint state (anything but ``OK`` holds).
         """
         cfg = self.config
         if not self._enabled:
             return Decision(None, None, DISABLED)
+        if state_status != OK:
+            return self.hold(state_status)
         if state_age is None or measured is None:
             return self.hold(NO_STATE)
         if not (math.isfinite(state_age) and state_age <= cfg.state_timeout):
@@ -215,3 +295,84 @@ class SafetyFilter:
         self._last_joints = clamped_command
         self._last_gripper = gripper_cmd
         return Decision(clamped_command.copy(), gripper_cmd, OK, clamped, rate_limited)
+
+
+def bridge_control_period(file_period: float, control_rate: float) -> float:
+    """The bridge's own control period (s): ``1 / control_rate`` when that is set (Hz), else the
+    policy file's ``control_period_s``. Either way the file's value must be plausible
+    (``PLAUSIBLE_CONTROL_PERIOD``) and agree with the bridge's within 1%, or ValueError: the
+    rate limit is computed per period, so a file must not be able to stretch it."""
+    lo, hi = PLAUSIBLE_CONTROL_PERIOD
+    period = float(file_period)
+    if not (math.isfinite(period) and lo <= period <= hi):
+        raise ValueError(
+            f"the policy file's control_period_s is {file_period!r} s, outside the plausible "
+            f"{lo:g}..{hi:g} s; the file is damaged or edited, export the policy again"
+        )
+    rate = float(control_rate)
+    if not (math.isfinite(rate) and rate >= 0):
+        raise ValueError(f"parameter control_rate={rate!r} must be >= 0 Hz (0 = the policy's)")
+    if rate == 0:
+        return period
+    own = 1.0 / rate
+    if abs(own - period) > 0.01 * period:
+        raise ValueError(
+            f"control_rate={rate:g} Hz ({own * 1e3:g} ms) disagrees with the policy's "
+            f"control_period_s {period * 1e3:g} ms: the policy was trained at that period; set "
+            "control_rate to 0 or to the policy's rate"
+        )
+    return own
+
+
+def check_action_spec_for_robot(spec: ActionSpec, robot: RobotDescription, period: float) -> str:
+    """Refuse (ValueError naming the field) an action spec the robot cannot be driven by: joint
+    names that repeat, a joint count other than the robot's, the robot's joints in another order,
+    non-finite joint limits, a home pose outside the robot's limits, or a ``joint_scale_rad`` that is not a number in
+    (0, ``MAX_JOINT_SCALE``]. Returns a warning
+    ('' for none) when a full action asks for more than the command speed cap (the rate limit
+    then binds, as it does whatever the file says)."""
+    names = tuple(spec.joint_names)
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(
+            f"the policy file's action.joint_names repeat {twice} ({list(names)}); each joint "
+            "must be named once. The file is damaged or edited, export the policy again"
+        )
+    if len(names) != robot.dof:
+        raise ValueError(
+            f"the policy file's action.joint_names has {len(names)} joints, robot "
+            f"{robot.name!r} has {robot.dof} (parameter 'robot')"
+        )
+    # A policy for this robot's names must list them in its order: commands are sent in it.
+    if set(names) & set(robot.joint_names) and names != robot.joint_names:
+        raise ValueError(
+            f"the policy file's action.joint_names {list(names)} are robot {robot.name!r}'s "
+            f"joints out of order; they must be {list(robot.joint_names)}"
+        )
+    for name in ("lower", "upper"):
+        if not np.isfinite(np.asarray(getattr(spec, name), dtype=np.float64)).all():
+            raise ValueError(
+                f"the policy file's action.{name} limits are not all finite numbers; the file is "
+                "damaged or edited, export the policy again"
+            )
+    home = np.asarray(spec.home, dtype=np.float64).reshape(-1)
+    if home.shape != (robot.dof,) or not robot.within_limits(home).all():
+        raise ValueError(
+            f"the policy file's action.home {home.tolist()} is not a pose inside robot "
+            f"{robot.name!r}'s joint limits; the file is damaged or edited, export it again"
+        )
+    scale = float(spec.joint_scale)
+    if not (math.isfinite(scale) and 0 < scale <= MAX_JOINT_SCALE):
+        raise ValueError(
+            f"the policy file's action.joint_scale_rad is {spec.joint_scale!r} rad per step; it "
+            f"must be in (0, {MAX_JOINT_SCALE:g}]. The file is damaged or edited, export the "
+            "policy again"
+        )
+    cap = COMMAND_SPEED_FACTOR * float(np.min(robot.velocity))
+    if scale / period > cap:
+        return (
+            f"a full action asks for {scale / period:.3g} rad/s (action.joint_scale_rad "
+            f"{scale:g} per {period * 1e3:g} ms), above the {cap:.3g} rad/s command cap: the "
+            "rate limit will bind"
+        )
+    return ""

@@ -188,6 +188,15 @@ class SimSession:
         from std_srvs.srv import SetBool
 
         response = self.call("enable", SetBool.Request(data=on))
+        # A reset moves the simulated arm home in one physics step, faster than any arm: the
+        # bridge's plausibility check refuses to enable until the arm could have made the move
+        # (about 0.3 s for 1 rad), so wait that out rather than fail the episode.
+        end = time.monotonic() + 3.0
+        while on and not response.success and "implausible" in response.message:
+            if time.monotonic() > end:
+                break
+            self.spin(0.05)
+            response = self.call("enable", SetBool.Request(data=on))
         if not response.success:
             raise SessionError(f"policy_bridge refused enable={on}: {response.message}")
 

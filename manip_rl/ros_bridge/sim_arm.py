@@ -17,7 +17,9 @@ time, one 2 ms physics step per 2 ms of wall time, and
   (joints matched by name, interpolated linearly to each point's ``time_from_start``) and
   ``Float64MultiArray`` finger positions on ``/gripper_controller/commands``, each applied
   ``actuator_latency`` s after it arrives; commands outside the joint limits or non-finite are
-  rejected;
+  rejected and logged (at most every 2 s per kind), and so are trajectories whose joint names
+  repeat or lack an arm joint, with no points, a point whose positions do not match the names, or
+  a negative, non-finite or decreasing ``time_from_start``;
 * ``~/reset`` (``std_srvs/Trigger``) starts a new episode: new goal, new object pose, new
   randomization draw.
 """
@@ -94,6 +96,7 @@ class SimArm(Node):
         self.seed = int(p["seed"])
         self.episode = 0
         self.counters = collections.Counter()
+        self._log_times: dict[str, float] = {}
         self._rng = np.random.default_rng(self.seed)
 
         sensor_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -161,22 +164,33 @@ class SimArm(Node):
         return response
 
     # ------------------------------------------------------------------ commands
+    def _log_rejection(self, key: str, message: str, period: float = 2.0) -> None:
+        """An error line at most every ``period`` s per kind of rejection (a bad stream must
+        not flood the log, and one kind of problem must not hide another)."""
+        now = time.monotonic()
+        if now - self._log_times.get(key, -np.inf) >= period:
+            self._log_times[key] = now
+            self.get_logger().error(message)
+
     def _check_arm(self, values, source: str) -> np.ndarray | None:
         q = np.asarray(values, dtype=np.float64)
         if q.shape != (7,):
-            self.get_logger().error(
+            self._log_rejection(
+                f"{source} shape",
                 f"{source}: expected 7 joint positions ({list(PANDA_JOINT_NAMES)}), got {q.shape}",
-                throttle_duration_sec=2.0,
             )
             return None
         if not np.isfinite(q).all():
             self.counters["rejected_nonfinite"] += 1
+            self._log_rejection(
+                f"{source} nonfinite", f"{source}: non-finite (NaN/inf) command rejected"
+            )
             return None
         lo, hi = policy_io.PANDA_JOINT_LOWER - 1e-6, policy_io.PANDA_JOINT_UPPER + 1e-6
         if (q < lo).any() or (q > hi).any():
             self.counters["rejected_limits"] += 1
-            self.get_logger().error(
-                f"{source}: command outside the joint limits rejected", throttle_duration_sec=2.0
+            self._log_rejection(
+                f"{source} limits", f"{source}: command outside the joint limits rejected"
             )
             return None
         return q
@@ -187,22 +201,43 @@ class SimArm(Node):
             self.counters["commands"] += 1
             self._pending.append((time.perf_counter() + self.actuator_latency, "arm", q))
 
+    def _reject_trajectory(self, kind: str, why: str) -> None:
+        self.counters["rejected_trajectories"] += 1
+        self._log_rejection(f"trajectory {kind}", f"joint trajectory rejected: {why}")
+
     def _on_trajectory(self, msg: JointTrajectory) -> None:
-        where = {n: i for i, n in enumerate(msg.joint_names)}
+        names = list(msg.joint_names)
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            self._reject_trajectory("names", f"joint names {twice} appear more than once")
+            return
+        where = {n: i for i, n in enumerate(names)}
         missing = [n for n in PANDA_JOINT_NAMES if n not in where]
         if missing or not msg.points:
-            self.get_logger().error(
-                f"joint trajectory rejected: missing joints {missing} or no points",
-                throttle_duration_sec=2.0,
-            )
+            self._reject_trajectory("missing", f"missing joints {missing} or no points")
             return
         idx = [where[n] for n in PANDA_JOINT_NAMES]
         points = []
-        for pt in msg.points:
+        prev_t = 0.0
+        for k, pt in enumerate(msg.points):
+            if len(pt.positions) != len(names):
+                self._reject_trajectory(
+                    "sizes",
+                    f"point {k} has {len(pt.positions)} positions for {len(names)} joint names",
+                )
+                return
             q = self._check_arm([pt.positions[i] for i in idx], "joint trajectory")
             if q is None:
                 return
             t = pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9
+            if not (np.isfinite(t) and t >= prev_t):
+                self._reject_trajectory(
+                    "negative time" if not t >= 0 else "time order",
+                    f"point {k} has time_from_start {t:g} s; times must be >= 0 and must not "
+                    "decrease",
+                )
+                return
+            prev_t = t
             points.append((t, q))
         self.counters["trajectories"] += 1
         self._pending.append((time.perf_counter() + self.actuator_latency, "trajectory", points))
@@ -210,8 +245,8 @@ class SimArm(Node):
     def _on_gripper(self, msg: Float64MultiArray) -> None:
         g = np.asarray(msg.data, dtype=np.float64)
         if g.shape != (2,) or not np.isfinite(g).all():
-            self.get_logger().error(
-                "gripper command must be 2 finite finger positions (m)", throttle_duration_sec=2.0
+            self._log_rejection(
+                "gripper", "gripper command must be 2 finite finger positions (m): rejected"
             )
             return
         g = np.clip(g, 0.0, policy_io.GRIPPER_MAX_OPENING / 2)
@@ -340,6 +375,7 @@ def run(args: argparse.Namespace) -> int:
         ros_args += ["-p", f"env_id:={args.env_id}"]
     messages = dds.apply_realtime_arguments(args)
     rclpy.init(args=["manip-rl-sim-arm", *ros_args])
+    dds.stop_on_sigterm()
     node = None
     try:
         node = SimArm()
