@@ -8,6 +8,10 @@ process and in two, and FetchPush-v4 measured the same way. Both simulate 40 ms 
 Rates are medians of interleaved repeats; each target ratio is the median of the ratios within
 each repeat, whose two rates were measured back to back (the machine is shared and noisy).
 
+FetchPush-v4 runs in an environment of its own, ``bench/.peer-venv`` (gymnasium-robotics 1.4.2's
+Fetch envs need mujoco < 3.12; made on the first run, see bench/peer.py): each FetchPush
+measurement is this script run there with ``--peer``, between the manip_rl ones as before.
+
     python bench/env_throughput.py              # about 3 minutes
     python bench/env_throughput.py --components # also: cost of each randomized quantity
 """
@@ -15,9 +19,11 @@ each repeat, whose two rates were measured back to back (the machine is shared a
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import statistics
+import sys
 import time
 import warnings
 
@@ -127,7 +133,60 @@ def two_process_rate(env_id: str, randomization: object | None, seconds: float) 
     return sum(rates)
 
 
+PEER_KINDS = ("env", "raw", "two", "versions")
+
+
+def peer_main(kind: str, env_id: str, seconds: float, seed: int) -> None:
+    """One FetchPush measurement, run inside the peer environment; prints it as JSON."""
+    if kind == "env":
+        result: object = env_rate(env_id, None, seconds, seed)
+    elif kind == "raw":
+        result = raw_rate(env_id, seconds, seed)
+    elif kind == "two":
+        result = two_process_rate(env_id, None, seconds)
+    else:
+        import gymnasium_robotics
+
+        result = {
+            "mujoco": mujoco.__version__,
+            "gymnasium": gym.__version__,
+            "gymnasium_robotics": gymnasium_robotics.__version__,
+        }
+    print(json.dumps(result))
+
+
+class Peer:
+    """FetchPush-v4 measured in the peer environment, with the calls of this script's own."""
+
+    def __init__(self, env_id: str) -> None:
+        from peer import peer_python  # bench/peer.py, beside this script
+
+        peer_python()  # made now, so its first-run setup is not inside a measurement
+        self.env_id = env_id
+
+    def _call(self, kind: str, seconds: float = 0.0, seed: int = 0) -> object:
+        from peer import peer_measure
+
+        return peer_measure(__file__, kind, self.env_id, str(seconds), str(seed))
+
+    def env_rate(self, seconds: float, seed: int = 0) -> float:
+        return float(self._call("env", seconds, seed))
+
+    def raw_rate(self, seconds: float, seed: int = 0) -> tuple[float, int]:
+        rate, substeps = self._call("raw", seconds, seed)
+        return float(rate), int(substeps)
+
+    def two_process_rate(self, seconds: float) -> float:
+        return float(self._call("two", seconds))
+
+    def versions(self) -> dict:
+        return self._call("versions")
+
+
 def main() -> None:
+    if len(sys.argv) == 6 and sys.argv[1] == "--peer" and sys.argv[2] in PEER_KINDS:
+        peer_main(sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5]))
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; median reported")
@@ -138,21 +197,27 @@ def main() -> None:
     args = p.parse_args()
     ours, fetch = f"manip_rl/{args.task}-v0", "FetchPush-v4"
     print(f"cpu cores: {os.cpu_count()}  mujoco {mujoco.__version__}  numpy {np.__version__}")
+    peer = Peer(fetch)
+    v = peer.versions()
+    print(
+        f"{fetch} (bench/.peer-venv): mujoco {v['mujoco']}  gymnasium {v['gymnasium']}  "
+        f"gymnasium-robotics {v['gymnasium_robotics']}"
+    )
 
     keys = ("fetch", "off", "on", "raw_ours", "raw_fetch", "two_on", "two_fetch")
     rows: dict[str, list[float]] = {k: [] for k in keys}
     for r in range(args.repeats):  # interleaved, so drifting machine load hits all alike
-        rows["fetch"].append(env_rate(fetch, None, args.seconds, r))
+        rows["fetch"].append(peer.env_rate(args.seconds, r))
         rows["off"].append(env_rate(ours, None, args.seconds, r))
         rows["on"].append(env_rate(ours, "default", args.seconds, r))
         rows["raw_ours"].append(raw_rate(ours, args.seconds, r)[0])
-        rows["raw_fetch"].append(raw_rate(fetch, args.seconds, r)[0])
+        rows["raw_fetch"].append(peer.raw_rate(args.seconds, r)[0])
         rows["two_on"].append(two_process_rate(ours, "default", args.seconds))
-        rows["two_fetch"].append(two_process_rate(fetch, None, args.seconds))
+        rows["two_fetch"].append(peer.two_process_rate(args.seconds))
     med = {k: statistics.median(v) for k, v in rows.items()}
     two_on, two_fetch = med["two_on"], med["two_fetch"]
     _, sub_ours = raw_rate(ours, 0.1)
-    _, sub_fetch = raw_rate(fetch, 0.1)
+    _, sub_fetch = peer.raw_rate(0.1)
 
     print(f"\n{'':44s}{'env steps/s':>12s}  notes")
     print(

@@ -64,7 +64,7 @@ class PandaEnv(gym.Env):
         self._threshold_sq = np.float32(self.distance_threshold**2)  # compared in float32
         self.render_mode = render_mode
         self._width, self._height = width, height
-        self._renderer: mujoco.Renderer | None = None
+        self._renderer = None  # a manip_rl.render.Renderer, made on the first render()
 
         spec = self.task_spec
         self.model, self.ids = scene.build_model(spec)
@@ -277,9 +277,10 @@ class PandaEnv(gym.Env):
         if self.render_mode != "rgb_array":
             return None
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, self._height, self._width)
-        self._renderer.update_scene(self.data, camera="front")
-        return self._renderer.render()
+            from manip_rl.render import Renderer  # picks the GL backend on the first frame
+
+            self._renderer = Renderer(self.model, self._height, self._width)
+        return self._renderer.render(self.data, camera="front")
 
     def close(self) -> None:
         if self._renderer is not None:
