@@ -20,4 +20,13 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[ros,onnx,dev]"
+# Upgrading a venv from the monolithic mujoco 3.x to 4.x (mujoco + mujoco-core) leaves the new
+# bindings half-removed by the old package's uninstall; reinstalling the three repairs it.
+if ! .venv/bin/python -c "import mujoco" 2>/dev/null; then
+    echo "setup: repairing the mujoco install (upgrade from a 3.x venv)"
+    # shellcheck disable=SC2046  # the pins, from pyproject.toml
+    .venv/bin/python -m pip install -q --force-reinstall --no-deps \
+        $(grep -o '"mujoco[a-z-]*==[0-9.]*"' pyproject.toml | tr -d '"')
+    .venv/bin/python -c "import mujoco"
+fi
 echo "setup: done (.venv)"
