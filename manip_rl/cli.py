@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("manip_rl.policies.evaluate", "success rate of a run with a 95%% interval"),
     "video": ("manip_rl.policies.video", "MP4/GIF of a run's policy"),
     "plot": ("manip_rl.policies.plot", "learning curves of one or more runs as PNG"),
-    "export": ("manip_rl.export", "freeze a run's policy into one TorchScript file"),
+    "export": ("manip_rl.export.cli", "freeze a run's policy into one TorchScript file"),
     "robustness": (
         "manip_rl.robustness",
         "success against shifted dynamics and sensing, several policies, PNG and table",

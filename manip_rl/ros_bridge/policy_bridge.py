@@ -171,7 +171,7 @@ class PolicyBridge(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _configure(self) -> None:
-        from manip_rl.export import load_policy  # torch is loaded only when configuring
+        from manip_rl.export.policy_file import load_policy  # torch is loaded only when configuring
 
         path = self._p("policy") or dds.default_policy_path()
         if not path:

@@ -260,7 +260,7 @@ def _same(got: np.ndarray, want: np.ndarray) -> bool:
 def check_onnx_matches_metadata(model: Any, md: Mapping, path: str) -> None:
     """The normalization an ONNX graph applies is the one its metadata reports: its
     ``obs_scale`` / ``obs_shift`` initializers and the bounds of the clip that follows them (the
-    ONNX twin of the TorchScript module check in :mod:`manip_rl.export`)."""
+    ONNX twin of the TorchScript module check in :mod:`manip_rl.export.policy_file`)."""
     from onnx import numpy_helper
 
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
