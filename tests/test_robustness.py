@@ -48,7 +48,7 @@ def test_a_shift_sets_its_quantity_in_the_real_model_and_leaves_the_rest_nominal
     assert info["randomization"]["action_latency"] == 0
 
     set_env_randomization(env, shift_config("push", {"actuator_gain_scale": 0.5,
-                                                        "action_latency": 3}))  # fmt: skip
+                                                     "action_latency": 3}))  # fmt: skip
     _, info = env.reset(seed=0)
     np.testing.assert_array_equal(m.body_mass, mass)  # the previous shift is undone
     a = ids.arm_actuators
@@ -285,9 +285,9 @@ def test_a_boundary_the_controller_cannot_handle_is_judged_narrow(tmp_path):
                                          "reach")  # fmt: skip
     actor = ScriptedActor("manip_rl/PandaReach-v0")
     narrow = Boundaries("narrow", settings, {"link_mass": [1.0, 1.2],
-                                                "joint_damping": [1.0, 1.1]}, None)  # fmt: skip
+                                             "joint_damping": [1.0, 1.1]}, None)  # fmt: skip
     wide = Boundaries("wide", settings, {"link_mass": [1.0, 1.2],
-                                            "joint_damping": [1.0, 30.0]}, None)  # fmt: skip
+                                         "joint_damping": [1.0, 30.0]}, None)  # fmt: skip
     easy = boundary_audit([actor], narrow, episodes=8, progress=False)
     hard = boundary_audit([actor], wide, episodes=8, progress=False)
     # Ends at the nominal value (damping low, mass low, the latencies) are not probed.
