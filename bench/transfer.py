@@ -39,10 +39,16 @@ import time
 
 import numpy as np
 
-from manip_rl import adr, robustness
 from manip_rl.cli import main as cli_main
 from manip_rl.envs.randomization import load_config
 from manip_rl.fileio import atomic_write_text
+from manip_rl.stats import wilson_interval
+from manip_rl.transfer import adr, adr_env, adr_plot, adr_run
+from manip_rl.transfer.actors import ScriptedActor, load_actor
+from manip_rl.transfer.boundaries import boundary_audit, load_boundaries
+from manip_rl.transfer.reports import write_boundary_report, write_report
+from manip_rl.transfer.shifts import NOMINAL, QUANTITIES, heldout_sets
+from manip_rl.transfer.sweep import Point, sweep
 
 ARMS = ("nominal", "randomized", "adr")
 TARGETS = {"keep_ratio": 0.90, "nominal_drop": 0.30, "step_cost": 2.0}
@@ -163,7 +169,7 @@ def best_nominal(path: str) -> float | None:
 
 
 # ------------------------------------------------------------------------------------ figures
-def pooled(points: list[robustness.Point], policy: str, names: list[str]) -> tuple[int, int]:
+def pooled(points: list[Point], policy: str, names: list[str]) -> tuple[int, int]:
     sel = [
         p for p in points if p.policy == policy and p.kind == "shift_set" and p.quantity in names
     ]
@@ -175,8 +181,9 @@ def log_widths(ranges: dict[str, list[float]], keys: list[str]) -> dict[str, flo
 
 
 def adr_overhead(task: str, steps: int = 3000, repeats: int = 5) -> dict:
-    """Env steps/s of the randomized env with and without :class:`adr.AdrWrapper` (ranges as wide
-    as the hand-set defaults, a boundary every other episode), median of interleaved repeats."""
+    """Env steps/s of the randomized env with and without :class:`adr_env.AdrWrapper` (ranges as
+    wide as the hand-set defaults, a boundary every other episode), median of interleaved
+    repeats."""
     import gymnasium as gym
 
     import manip_rl  # noqa: F401
@@ -187,7 +194,9 @@ def adr_overhead(task: str, steps: int = 3000, repeats: int = 5) -> dict:
     settings = adr.AdrSettings.from_dict({"params": params}, key)
     env_id = f"manip_rl/{task}-v0"
     plain = gym.make(env_id, randomization="default")
-    wrapped = adr.AdrWrapper(gym.make(env_id, randomization="default"), settings, base=base, seed=0)
+    wrapped = adr_env.AdrWrapper(
+        gym.make(env_id, randomization="default"), settings, base=base, seed=0
+    )
     envs = {"plain": plain, "adr": wrapped}
     action = np.zeros(plain.action_space.shape, np.float32)
     rates: dict[str, list[float]] = {k: [] for k in envs}
@@ -234,10 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     sources = {arm: getattr(args, arm) or train_arm(arm, args) for arm in args.arms}
     runs = {arm: s for arm, s in sources.items() if os.path.isdir(s)}
 
-    heldout = robustness.heldout_sets(task_key)
+    heldout = heldout_sets(task_key)
     quantities = {
         q: QUICK_VALUES[q] if args.quick else spec.values
-        for q, spec in robustness.QUANTITIES.items()
+        for q, spec in QUANTITIES.items()
         if not args.no_sweep
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -245,38 +254,38 @@ def main(argv: list[str] | None = None) -> int:
         for arm in args.arms:
             # The final model of every run: "best" is picked on randomized success, which
             # would favour the nominal-only run's most robust moment.
-            a = robustness.load_actor(sources[arm], tmp, which="final")
+            a = load_actor(sources[arm], tmp, which="final")
             a.label = arm
             actors.append(a)
         if not args.no_scripted:
-            ref = robustness.ScriptedActor(f"manip_rl/{args.task}-v0")
+            ref = ScriptedActor(f"manip_rl/{args.task}-v0")
             ref.label = "scripted"
             actors.append(ref)
         print(f"evaluating {len(actors)} policies: nominal, {len(heldout)} held-out sets, "
               f"{sum(len(v) for v in quantities.values())} sweep points, {args.episodes} "
               f"episodes each")  # fmt: skip
-        points = robustness.sweep(actors, quantities, heldout, args.episodes,
-                                  progress=sys.stderr.isatty())  # fmt: skip
+        points = sweep(actors, quantities, heldout, args.episodes,
+                       progress=sys.stderr.isatty())  # fmt: skip
         audit = None
         if args.audit:
-            hand_set = robustness.load_boundaries("default", task_key)
+            hand_set = load_boundaries("default", task_key)
             print(f"auditing the hand-set ranges' ends, {args.episodes} episodes each")
-            audit = robustness.boundary_audit(actors, hand_set, args.episodes,
-                                              progress=sys.stderr.isatty())  # fmt: skip
-            audit_md = robustness.write_boundary_report(audit, hand_set, args.out)
-    robustness.write_report(points, args.out, task_key)
+            audit = boundary_audit(actors, hand_set, args.episodes,
+                                   progress=sys.stderr.isatty())  # fmt: skip
+            audit_md = write_boundary_report(audit, hand_set, args.out)
+    write_report(points, args.out, task_key)
 
     names = list(heldout)
     res: dict = {"task": args.task, "episodes": args.episodes, "quick": args.quick,
                  "sources": sources, "arms": {}}  # fmt: skip
     for arm in [*args.arms, *([] if args.no_scripted else ["scripted"])]:
-        nom_s, nom_n = pooled(points, arm, [robustness.NOMINAL])
+        nom_s, nom_n = pooled(points, arm, [NOMINAL])
         ho_s, ho_n = pooled(points, arm, names)
         res["arms"][arm] = {
             "nominal_success": nom_s / nom_n,
-            "nominal_ci": robustness.wilson_interval(nom_s, nom_n),
+            "nominal_ci": wilson_interval(nom_s, nom_n),
             "heldout_success": ho_s / ho_n,
-            "heldout_ci": robustness.wilson_interval(ho_s, ho_n),
+            "heldout_ci": wilson_interval(ho_s, ho_n),
             "heldout_per_set": {
                 n: next(p.success for p in points if p.policy == arm and p.quantity == n)
                 for n in names
@@ -319,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. ADR's ranges against the hand-set defaults, and its held-out success.
     default_ranges = adr.ranges_of_config(load_config("default", task_key))
-    adr_ranges = adr.read_ranges(runs["adr"]) if "adr" in runs else None
+    adr_ranges = adr_run.read_ranges(runs["adr"]) if "adr" in runs else None
     if adr_ranges:
         keys = [k for k in default_ranges if k in adr.PHYSICS_PARAMS and k in adr_ranges]
         wider = [k for k in keys if adr_ranges[k][0] <= default_ranges[k][0] + 1e-9
@@ -342,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             - a["randomized"]["heldout_success"],
         }
         res["adr_ranges"] = adr_ranges
-        adr.plot_ranges(runs["adr"], os.path.join(args.out, "adr_ranges.png"))
+        adr_plot.plot_ranges(runs["adr"], os.path.join(args.out, "adr_ranges.png"))
     else:
         figures["adr_wider"] = {"value": None, "met": None,
                                 "note": "the ADR policy is not an ADR run directory"}  # fmt: skip

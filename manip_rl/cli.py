@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("manip_rl.policies.plot", "learning curves of one or more runs as PNG"),
     "export": ("manip_rl.export.cli", "freeze a run's policy into one TorchScript file"),
     "robustness": (
-        "manip_rl.robustness",
+        "manip_rl.transfer.cli",
         "success against shifted dynamics and sensing, several policies, PNG and table",
     ),
     "sim-arm": ("manip_rl.ros_bridge.sim_arm", "the simulated Panda as a ROS 2 node"),

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import manip_rl  # noqa: F401
-from manip_rl import adr
 from manip_rl.cli import main as cli_main
+from manip_rl.transfer import adr, adr_callback, adr_env, adr_plot
 
 
 def settings(**over):
@@ -156,7 +156,7 @@ def test_boundary_focus_gives_the_weakest_boundaries_more_episodes():
     # Focus 10 gives the 40% boundary 5x the episodes of one that succeeded.
     assert counts["joint_damping:low"] > 3 * counts["friction:high"]
     # The env factory (what a resumed run's workers are built from) carries those weights.
-    factory = adr.AdrEnvFactory(
+    factory = adr_env.AdrEnvFactory(
         lambda: gym.make("manip_rl/PandaPush-v0"), st.settings.to_dict(), "push",
         st.ranges, None, 0, dict(st.last_success),
     )  # fmt: skip
@@ -171,7 +171,7 @@ def test_the_wrapper_pins_the_evaluated_boundary_in_the_real_model():
     s = adr.AdrSettings.from_dict(
         {"boundary_prob": 1.0, "params": {"link_mass": {"init": [0.6, 1.7]}}}, "push"
     )
-    env = adr.AdrWrapper(gym.make("manip_rl/PandaPush-v0"), s, seed=3)
+    env = adr_env.AdrWrapper(gym.make("manip_rl/PandaPush-v0"), s, seed=3)
     base = env.unwrapped
     arm = base.ids.arm_bodies
     nominal = base.model.body_mass[arm].copy()
@@ -200,7 +200,7 @@ def test_the_wrapper_pins_the_evaluated_boundary_in_the_real_model():
 
 
 def test_nominal_ranges_leave_the_model_nominal_and_the_sensors_clean():
-    env = adr.AdrWrapper(gym.make("manip_rl/PandaPush-v0"), settings(boundary_prob=0.0), seed=0)
+    env = adr_env.AdrWrapper(gym.make("manip_rl/PandaPush-v0"), settings(boundary_prob=0.0), seed=0)
     base = env.unwrapped
     nominal = base.model.body_mass.copy(), base.model.dof_damping.copy()
     obs1, _ = env.reset(seed=5)
@@ -290,7 +290,7 @@ def test_training_with_adr_logs_saves_and_resumes_the_ranges(tmp_path):
     assert lo <= lo2 <= 1.0 <= hi2 <= hi  # kept narrowing from where it was
 
     png = tmp_path / "ranges.png"
-    adr.plot_ranges(run, str(png))
+    adr_plot.plot_ranges(run, str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -298,7 +298,7 @@ def test_a_run_without_adr_has_no_adr_state(tmp_path):
     from manip_rl.policies import config as cfgmod
 
     cfg = cfgmod.load_config("PandaReach", "ppo")
-    assert adr.AdrCallback.for_run(str(tmp_path), cfg, None) is None
+    assert adr_callback.AdrCallback.for_run(str(tmp_path), cfg, None) is None
     with pytest.raises(SystemExit, match="--dr"):
         cli_main(["train", "--task", "PandaReach", "--dr", str(tmp_path / "missing.yaml"),
                   "--run-dir", str(tmp_path / "r"), "--timesteps", "100"])  # fmt: skip
@@ -327,7 +327,7 @@ def test_with_a_strong_controller_adr_widens_the_ranges_in_the_real_physics():
     from manip_rl.envs.scripted import scripted_policy
 
     s = adr.AdrSettings.from_dict({"buffer_size": 3, "boundary_prob": 1.0}, "reach")
-    env = adr.AdrWrapper(gym.make("manip_rl/PandaReach-v0"), s, seed=1)
+    env = adr_env.AdrWrapper(gym.make("manip_rl/PandaReach-v0"), s, seed=1)
     ctrl = scripted_policy(env)
     state = adr.AdrState(s)
     actions = []

@@ -12,10 +12,21 @@ import pytest
 import yaml
 
 import manip_rl  # noqa: F401
-from manip_rl import robustness as rb
-from manip_rl.adr import set_env_randomization
 from manip_rl.cli import main as cli_main
 from manip_rl.envs.randomization import CONFIG_DIR, load_config
+from manip_rl.transfer.actors import ScriptedActor, load_actor
+from manip_rl.transfer.adr_env import set_env_randomization
+from manip_rl.transfer.boundaries import Boundaries, boundary_audit, load_boundaries, verdict
+from manip_rl.transfer.cli import parse_quantities
+from manip_rl.transfer.reports import CSV_COLUMNS, boundary_markdown, plot_boundaries
+from manip_rl.transfer.shifts import (
+    HELDOUT_DIR,
+    QUANTITIES,
+    RobustnessError,
+    heldout_sets,
+    shift_config,
+)
+from manip_rl.transfer.sweep import sweep
 
 TASKS = ("reach", "push", "pick_place")
 
@@ -28,7 +39,7 @@ def test_a_shift_sets_its_quantity_in_the_real_model_and_leaves_the_rest_nominal
     mass, damping = m.body_mass.copy(), m.dof_damping.copy()
     friction, gain = m.geom_friction.copy(), m.actuator_gainprm.copy()
 
-    set_env_randomization(env, rb.shift_config("push", {"mass_scale": 2.0}))
+    set_env_randomization(env, shift_config("push", {"mass_scale": 2.0}))
     _, info = env.reset(seed=0)
     np.testing.assert_allclose(m.body_mass[ids.arm_bodies], 2 * mass[ids.arm_bodies])
     assert m.body_mass[ids.object_body] == pytest.approx(2 * mass[ids.object_body])
@@ -36,15 +47,15 @@ def test_a_shift_sets_its_quantity_in_the_real_model_and_leaves_the_rest_nominal
     np.testing.assert_array_equal(m.geom_friction, friction)
     assert info["randomization"]["action_latency"] == 0
 
-    set_env_randomization(env, rb.shift_config("push", {"actuator_gain_scale": 0.5,
-                                                        "action_latency": 3}))  # fmt: skip
+    set_env_randomization(env, shift_config("push", {"actuator_gain_scale": 0.5,
+                                                     "action_latency": 3}))  # fmt: skip
     _, info = env.reset(seed=0)
     np.testing.assert_array_equal(m.body_mass, mass)  # the previous shift is undone
     a = ids.arm_actuators
     np.testing.assert_allclose(m.actuator_gainprm[a, 0], 0.5 * gain[a, 0])
     assert info["randomization"]["action_latency"] == 3
 
-    noisy = rb.shift_config("push", {"observation_noise": 10})
+    noisy = shift_config("push", {"observation_noise": 10})
     default = load_config("default", "push")
     assert noisy.observation_noise["object_pos"] == pytest.approx(
         10 * default.observation_noise["object_pos"]
@@ -62,14 +73,14 @@ def test_bad_shifts_are_refused_with_the_quantity_named():
         ({"action_latency": 1.5}, "action_latency"),
         ({"observation_noise": -1}, "observation_noise"),
     ):
-        with pytest.raises(rb.RobustnessError, match=match):
-            rb.shift_config("push", shifts)
-    with pytest.raises(rb.RobustnessError, match="--quantities"):
-        rb.parse_quantities("mass_scale,wind", [])
-    with pytest.raises(rb.RobustnessError, match="numbers"):
-        rb.parse_quantities("mass_scale", ["mass_scale=1,heavy"])
-    assert rb.parse_quantities("mass_scale", ["action_latency=0,2"]) == {
-        "mass_scale": rb.QUANTITIES["mass_scale"].values,
+        with pytest.raises(RobustnessError, match=match):
+            shift_config("push", shifts)
+    with pytest.raises(RobustnessError, match="--quantities"):
+        parse_quantities("mass_scale,wind", [])
+    with pytest.raises(RobustnessError, match="numbers"):
+        parse_quantities("mass_scale", ["mass_scale=1,heavy"])
+    assert parse_quantities("mass_scale", ["action_latency=0,2"]) == {
+        "mass_scale": QUANTITIES["mass_scale"].values,
         "action_latency": (0.0, 2.0),
     }
 
@@ -83,7 +94,7 @@ def _physics_bounds(cfg):
 def test_the_heldout_set_lies_outside_every_default_training_range(task):
     train = load_config("default", task)
     train_physics = _physics_bounds(train)
-    sets = rb.heldout_sets(task)
+    sets = heldout_sets(task)
     assert {"heavy", "slippery", "damped", "weak_servos", "laggy", "combined"} <= set(sets)
     for name, cfg in sets.items():
         shifted = False
@@ -115,9 +126,9 @@ def test_no_training_configuration_uses_the_heldout_set():
 
 # ------------------------------------------------------------------------------------ sweeps
 def test_a_shift_that_breaks_the_physics_lowers_a_strong_policys_success():
-    actor = rb.ScriptedActor("manip_rl/PandaReach-v0")
+    actor = ScriptedActor("manip_rl/PandaReach-v0")
     quantities = {"actuator_gain_scale": (1.0, 0.05), "damping_scale": (30.0,)}
-    points = rb.sweep([actor], quantities, {}, episodes=8, progress=False)
+    points = sweep([actor], quantities, {}, episodes=8, progress=False)
     by = {(p.quantity, p.value): p for p in points}
     nominal = by[("nominal", "")]
     assert nominal.success >= 0.85  # the scripted reach is strong in the nominal world
@@ -129,8 +140,8 @@ def test_a_shift_that_breaks_the_physics_lowers_a_strong_policys_success():
 
 
 def test_the_scripted_reference_handles_a_last_batch_smaller_than_its_envs():
-    actor = rb.ScriptedActor("manip_rl/PandaReach-v0")
-    (point,) = rb.sweep([actor], {}, {}, episodes=11, progress=False)
+    actor = ScriptedActor("manip_rl/PandaReach-v0")
+    (point,) = sweep([actor], {}, {}, episodes=11, progress=False)
     assert point.episodes == 11 and point.success >= 0.8
 
 
@@ -160,7 +171,7 @@ def tiny_policy(tmp_path_factory):
 
 def test_the_cli_sweeps_several_policies_into_a_table_a_csv_and_a_png(tmp_path, tiny_policy):
     out = tmp_path / "rob"
-    laggy = os.path.join(rb.HELDOUT_DIR, "laggy.yaml")
+    laggy = os.path.join(HELDOUT_DIR, "laggy.yaml")
     rc = cli_main(["robustness", tiny_policy, "scripted:manip_rl/PandaReach-v0",
                    "--episodes", "3", "--quantities", "mass_scale,action_latency",
                    "--values", "mass_scale=0.5,2", "--values", "action_latency=0,3",
@@ -168,7 +179,7 @@ def test_the_cli_sweeps_several_policies_into_a_table_a_csv_and_a_png(tmp_path, 
     assert rc == 0
     with open(out / "robustness.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert tuple(rows[0]) == rb.CSV_COLUMNS
+    assert tuple(rows[0]) == CSV_COLUMNS
     # 2 policies x (nominal + 2 masses + 2 latencies + 1 shift set)
     assert len(rows) == 12
     assert {r["policy"] for r in rows} == {"tiny", "scripted:PandaReach-v0"}
@@ -210,9 +221,9 @@ def test_a_run_directory_and_its_exported_file_give_the_same_curve(tmp_path):
     train(run, cfg, progress=False)
     exported = str(tmp_path / "policy.pt")
     export_policy(run, exported)
-    actors = [rb.load_actor(run, str(tmp_path)), rb.load_actor(exported, str(tmp_path))]
+    actors = [load_actor(run, str(tmp_path)), load_actor(exported, str(tmp_path))]
     assert [a.label for a in actors] == ["run", "policy"]
-    points = rb.sweep(actors, {"friction_scale": (0.5,)}, {}, episodes=2, progress=False)
+    points = sweep(actors, {"friction_scale": (0.5,)}, {}, episodes=2, progress=False)
     a, b = [[p.successes for p in points if p.policy == lbl] for lbl in ("run", "policy")]
     assert a == b and len(a) == 2
 
@@ -230,13 +241,13 @@ def test_bad_policies_are_refused_clearly(tmp_path):
 
 # ------------------------------------------------------------------------------------ boundaries
 def test_an_episode_config_pins_one_boundary_and_draws_the_rest_from_their_ranges():
-    from manip_rl import adr
+    from manip_rl.transfer import adr, adr_env
 
     settings = adr.load_settings(None, "push")
     state = adr.AdrState(settings, {"joint_damping": [0.5, 2.0], "link_mass": [0.8, 1.5],
                                     "action_latency": [0, 2]})  # fmt: skip
     base = load_config("default", "push")
-    cfg = state.episode_config(np.random.default_rng(0), base, adr.default_noise("push"),
+    cfg = state.episode_config(np.random.default_rng(0), base, adr_env.default_noise("push"),
                                "joint_damping:low")  # fmt: skip
     d = cfg.physics["joint_damping"]
     assert (d.low, d.high) == (0.5, 0.5)
@@ -249,65 +260,65 @@ def test_an_episode_config_pins_one_boundary_and_draws_the_rest_from_their_range
 
 
 def test_the_hand_set_ranges_are_audited_as_adr_ranges():
-    from manip_rl import adr
+    from manip_rl.transfer import adr, adr_env
 
-    b = rb.load_boundaries("default", "push")
+    b = load_boundaries("default", "push")
     assert b.ranges["joint_damping"] == [0.3, 3.0]
     assert b.ranges["action_latency"] == [0, 1]
     assert b.settings.success_high == 0.8  # the default ADR thresholds judge them
     # Hand-set sensor noise is a fixed x1, from the base, not a range with an end to probe.
     assert "observation_noise" not in b.settings.names
     cfg = adr.AdrState(b.settings, b.ranges).episode_config(
-        np.random.default_rng(0), b.base, adr.default_noise("push"), "friction:low"
+        np.random.default_rng(0), b.base, adr_env.default_noise("push"), "friction:low"
     )
     assert cfg.observation_noise == b.base.observation_noise
-    with pytest.raises(rb.RobustnessError, match="randomizes nothing"):
-        rb.load_boundaries("none", "push")
-    with pytest.raises(rb.RobustnessError, match="does not exist"):
-        rb.load_boundaries("nope.yaml", "push")
+    with pytest.raises(RobustnessError, match="randomizes nothing"):
+        load_boundaries("none", "push")
+    with pytest.raises(RobustnessError, match="does not exist"):
+        load_boundaries("nope.yaml", "push")
 
 
 def test_a_boundary_the_controller_cannot_handle_is_judged_narrow(tmp_path):
-    from manip_rl import adr
+    from manip_rl.transfer import adr
 
     settings = adr.AdrSettings.from_dict({"params": {"joint_damping": {"hard": [0.1, 50]}}},
                                          "reach")  # fmt: skip
-    actor = rb.ScriptedActor("manip_rl/PandaReach-v0")
-    narrow = rb.Boundaries("narrow", settings, {"link_mass": [1.0, 1.2],
-                                                "joint_damping": [1.0, 1.1]}, None)  # fmt: skip
-    wide = rb.Boundaries("wide", settings, {"link_mass": [1.0, 1.2],
-                                            "joint_damping": [1.0, 30.0]}, None)  # fmt: skip
-    easy = rb.boundary_audit([actor], narrow, episodes=8, progress=False)
-    hard = rb.boundary_audit([actor], wide, episodes=8, progress=False)
+    actor = ScriptedActor("manip_rl/PandaReach-v0")
+    narrow = Boundaries("narrow", settings, {"link_mass": [1.0, 1.2],
+                                             "joint_damping": [1.0, 1.1]}, None)  # fmt: skip
+    wide = Boundaries("wide", settings, {"link_mass": [1.0, 1.2],
+                                         "joint_damping": [1.0, 30.0]}, None)  # fmt: skip
+    easy = boundary_audit([actor], narrow, episodes=8, progress=False)
+    hard = boundary_audit([actor], wide, episodes=8, progress=False)
     # Ends at the nominal value (damping low, mass low, the latencies) are not probed.
     assert [(p.quantity, p.value) for p in hard] == [("link_mass:high", 1.2),
                                                     ("joint_damping:high", 30.0)]  # fmt: skip
-    assert all(rb.verdict(p.success, settings) == "widen" for p in easy)
+    assert all(verdict(p.success, settings) == "widen" for p in easy)
     # 30x damping cannot move the arm in time: ADR would pull that end in ...
-    assert hard[1].success <= 0.25 and rb.verdict(hard[1].success, settings) == "narrow"
+    assert hard[1].success <= 0.25 and verdict(hard[1].success, settings) == "narrow"
     # ... and the mass boundary, tested with damping drawn from [1, 30], suffers with it.
     assert hard[0].success < easy[0].success
-    md = rb.boundary_markdown(hard, wide)
+    md = boundary_markdown(hard, wide)
     assert "| joint_damping:high | 30 |" in md and "narrow" in md
-    rb.plot_boundaries(hard, wide, str(tmp_path / "b.png"))
+    plot_boundaries(hard, wide, str(tmp_path / "b.png"))
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    b_nominal = rb.Boundaries("nominal", settings, {}, None)
-    with pytest.raises(rb.RobustnessError, match="nominal point"):
-        rb.boundary_audit([actor], b_nominal, episodes=1, progress=False)
+    b_nominal = Boundaries("nominal", settings, {}, None)
+    with pytest.raises(RobustnessError, match="nominal point"):
+        boundary_audit([actor], b_nominal, episodes=1, progress=False)
 
 
 def test_the_cli_audits_an_adr_runs_ranges(tmp_path):
-    from manip_rl import adr
     from manip_rl.fileio import atomic_write_text
     from manip_rl.policies import config as cfgmod
     from manip_rl.policies import rundir
+    from manip_rl.transfer import adr, adr_run
 
     run = str(tmp_path / "adr_run")
     os.makedirs(run)
     cfg = cfgmod.load_config("PandaReach", "ppo")
     cfg["randomization"] = cfgmod.randomization_dict(cfg)
     rundir.write_config(run, cfg)
-    settings = adr.init_run(run, cfg, {"success_high": 0.9})
+    settings = adr_run.init_run(run, cfg, {"success_high": 0.9})
     state = adr.AdrState(settings, {"actuator_gain": [0.9, 1.0], "observation_latency": [0, 1]})
     atomic_write_text(os.path.join(run, "adr", "ranges.json"), json.dumps(state.to_dict()))
     out = tmp_path / "audit"

@@ -11,12 +11,13 @@ import gymnasium as gym
 import pytest
 
 import manip_rl  # noqa: F401  (registers the envs)
-from manip_rl import adr, export, policy_io
+from manip_rl import export, policy_io
 from manip_rl.envs import registry
 from manip_rl.envs.randomization import load_config as load_randomization
 from manip_rl.envs.spec import TaskSpec
 from manip_rl.policies import config
 from manip_rl.policies.algorithms import ALGORITHMS
+from manip_rl.transfer import adr_run
 
 SPECS = list(registry.tasks().values())
 
@@ -44,7 +45,7 @@ def test_every_part_reads_the_same_spec(spec):
     for env_id in spec.env_ids:
         assert registry.get(env_id) is spec
         assert export.task_of(env_id) == spec.key
-        assert adr.task_of_config({"env_id": env_id}) == spec.key
+        assert adr_run.task_of_config({"env_id": env_id}) == spec.key
         assert config.task_name(env_id) == spec.name
     assert registry.get(spec.key) is spec and registry.get(spec.name) is spec
     env = gym.make(spec.env_id)

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from manip_rl.envs import env_ids
 from manip_rl.envs.registry import scripted_controller as scripted_policy
+from manip_rl.episodes import run_episodes
 from manip_rl.media import write_video
 from manip_rl.stats import wilson_interval
 
@@ -46,18 +47,19 @@ def run(args: argparse.Namespace) -> int:
         render_mode="rgb_array" if want_video else None,
     )
     policy = scripted_policy(env) if args.controller == "scripted" else None
-    frames, successes = [], 0
-    for ep in tqdm(range(args.episodes), desc=f"{args.controller} on {args.env}", unit="ep"):
-        obs, _ = env.reset(seed=args.seed + ep)
-        record = want_video and ep < args.video_episodes
-        done = False
-        while not done:
-            action = policy(obs) if policy else env.action_space.sample()
-            obs, _, terminated, truncated, info = env.step(action)
-            done = terminated or truncated
-            if record:
-                frames.append(env.render())
-        successes += int(info["is_success"])
+    frames: list = []
+
+    def act(obs: list) -> list:
+        return [policy(obs[0]) if policy else env.action_space.sample()]
+
+    def on_step(episode: int, e: gym.Env) -> None:
+        if want_video and episode < args.video_episodes:
+            frames.append(e.render())
+
+    with tqdm(total=args.episodes, desc=f"{args.controller} on {args.env}", unit="ep") as bar:
+        episodes = run_episodes([env], act, args.episodes, args.seed, on_step=on_step,
+                                on_batch=bar.update)  # fmt: skip
+    successes = sum(int(e.success) for e in episodes)
     lo, hi = wilson_interval(successes, args.episodes)
     print(
         f"{args.env} ({args.controller}, randomization={args.randomization}): success "

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from manip_rl.episodes import run_episodes
 from manip_rl.policies.config import env_factory
 from manip_rl.stats import wilson_interval
 
@@ -32,7 +33,7 @@ class EvalResult:
 
 class Evaluator:
     """Runs whole episodes of a policy in a batch of environments (one process; batched
-    inference). Episode ``i`` is seeded ``seed + i``, so two evaluations of different policies,
+    inference; :func:`manip_rl.episodes.run_episodes`). Episode ``i`` is seeded ``seed + i``, so two evaluations of different policies,
     or of one policy at different times, face the same goals and the same sampled physics."""
 
     def __init__(self, cfg: Mapping, randomized: bool, n_envs: int = 8, seed: int = 1_000_000):
@@ -47,33 +48,24 @@ class Evaluator:
 
     def run(self, policy, vecnorm: Any, episodes: int, deterministic: bool = True) -> EvalResult:
         """``policy``: an SB3 model (uses ``predict``); ``vecnorm``: VecNormalize statistics or None."""
-        successes, returns, dists = 0, [], []
-        done_eps = 0
-        while done_eps < episodes:
-            batch = self.envs[: min(len(self.envs), episodes - done_eps)]
-            obs = [e.reset(seed=self.seed + done_eps + i)[0] for i, e in enumerate(batch)]
-            ret = np.zeros(len(batch))
-            alive = [True] * len(batch)
-            infos: list[dict] = [{} for _ in batch]
-            while any(alive):
-                x = _stack(obs)
-                if vecnorm is not None:
-                    x = vecnorm.normalize_obs(x)
-                actions, _ = policy.predict(x, deterministic=deterministic)
-                for i, e in enumerate(batch):
-                    if not alive[i]:
-                        continue
-                    obs[i], r, term, trunc, infos[i] = e.step(actions[i])
-                    ret[i] += r
-                    if term or trunc:
-                        alive[i] = False
-            for i, e in enumerate(batch):
-                successes += int(infos[i].get("is_success", 0.0) > 0.5)
-                base = e.unwrapped
-                dists.append(float(np.linalg.norm(base._achieved_true() - base.goal)))
-            returns.extend(ret.tolist())
-            done_eps += len(batch)
-        return EvalResult(successes, episodes, float(np.mean(returns)), float(np.mean(dists)))
+
+        def act(obs: list) -> Any:
+            x = _stack(obs)
+            if vecnorm is not None:
+                x = vecnorm.normalize_obs(x)
+            return policy.predict(x, deterministic=deterministic)[0]
+
+        def final_distance(env: Any) -> float:
+            base = env.unwrapped
+            return float(np.linalg.norm(base._achieved_true() - base.goal))
+
+        eps = run_episodes(self.envs, act, episodes, self.seed, at_end=final_distance)
+        return EvalResult(
+            sum(int(e.success) for e in eps),
+            episodes,
+            float(np.mean([e.total_reward for e in eps])),
+            float(np.mean([e.end for e in eps])),
+        )
 
 
 def _stack(obs: list) -> Any:

@@ -111,9 +111,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         rundir.write_config(path, cfg)
         if adr_settings is not None:
-            from manip_rl import adr
+            from manip_rl.transfer import adr_run
 
-            adr.init_run(path, cfg, adr_settings)
+            adr_run.init_run(path, cfg, adr_settings)
         train(path, cfg, progress=not args.no_progress)
     except Exception as e:
         # A run that failed before saving any model is no run: leave no directory that every
@@ -148,9 +148,9 @@ def _saved_nothing(path: str) -> bool:
 def _adr_settings(args: argparse.Namespace, cfg: dict) -> dict | None:
     if not getattr(args, "dr", None):
         return None
-    from manip_rl import adr
+    from manip_rl.transfer import adr, adr_run
 
-    return adr.load_settings(args.dr, adr.task_of_config(cfg)).to_dict()
+    return adr.load_settings(args.dr, adr_run.task_of_config(cfg)).to_dict()
 
 
 def resume(path: str, args: argparse.Namespace) -> int:
@@ -231,7 +231,7 @@ def train(path: str, cfg: dict, progress: bool = True, resume_from: dict | None 
     torch.set_num_threads(int(cfg.get("torch_threads", 1)))
     algo_cls = algorithm_class(cfg["algo"])
     done_steps = int(resume_from["timesteps"]) if resume_from else 0
-    from manip_rl.adr import AdrCallback
+    from manip_rl.transfer.adr_callback import AdrCallback
 
     adr_cb = AdrCallback.for_run(path, cfg, resume_from)  # None unless the run uses --dr adr
     venv = make_vec_env(cfg, cfg["seed"] + done_steps, adr_cb.wrap_factory if adr_cb else None)

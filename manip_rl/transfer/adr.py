@@ -11,50 +11,42 @@ boundary one ``step`` outward (wider), at most ``success_low`` one step back tow
 (narrower), and the buffer is emptied. Ranges never pass their hard limits and always contain the
 nominal value.
 
-The pieces:
+The pieces (one module each, :mod:`manip_rl.transfer`):
 
 - :class:`AdrSettings`: what is randomized, with which steps and limits (``--dr adr`` ships
-  :data:`DEFAULT_PARAMS`; ``--dr FILE.yaml`` merges a YAML file over them).
+  :data:`DEFAULT_PARAMS`; ``--dr FILE.yaml`` merges a YAML file over them). Here.
 - :class:`AdrState`: the ranges and the buffers, with the update rule (no environment in it).
-- :class:`AdrWrapper`: in each environment process, turns the ranges into a
-  :class:`~manip_rl.envs.randomization.RandomizationConfig` per episode and reports in
-  ``info["adr_boundary"]`` which boundary (and at which value) the episode evaluates.
-- :class:`AdrCallback`: in the training process, collects episode success per boundary from the
-  vector env's ``infos``, updates the ranges, pushes them into every environment process with
-  ``env_method`` (SubprocVecEnv included), logs them through SB3's logger (TensorBoard and
-  ``progress.csv``) and into ``RUN/adr/ranges.csv``, and saves them with every checkpoint
-  (``RUN/adr/state_<N>.json``) so ``--resume`` continues from the same ranges.
+  Here.
+- :class:`~manip_rl.transfer.adr_env.AdrWrapper`: in each environment process, turns the
+  ranges into a :class:`~manip_rl.envs.randomization.RandomizationConfig` per episode and
+  reports in ``info["adr_boundary"]`` which boundary (and at which value) the episode
+  evaluates.
+- :class:`~manip_rl.transfer.adr_callback.AdrCallback`: in the training process, collects
+  episode success per boundary from the vector env's ``infos``, updates the ranges, pushes them
+  into every environment process with ``env_method`` (SubprocVecEnv included), logs them
+  through SB3's logger (TensorBoard and ``progress.csv``) and into ``RUN/adr/ranges.csv``, and
+  saves them with every checkpoint (``RUN/adr/state_<N>.json``) so ``--resume`` continues from
+  the same ranges.
+- :mod:`~manip_rl.transfer.adr_run`: the files of an ADR run; :mod:`~manip_rl.transfer.adr_plot`:
+  the plot of a run's ranges.
+
+This module imports neither Gymnasium nor SB3.
 """
 
 from __future__ import annotations
 
-import copy
-import csv
 import dataclasses
-import io
-import json
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import yaml
 
 from manip_rl.envs import registry
-from manip_rl.envs.randomization import (
-    DomainRandomizer,
-    RandomizationConfig,
-    Range,
-    load_config,
-)
-from manip_rl.fileio import atomic_write_text
+from manip_rl.envs.randomization import RandomizationConfig, Range
 
-ADR_DIR = "adr"
-SETTINGS_FILE = "settings.json"
-RANGES_FILE = "ranges.json"
-EVENTS_FILE = "ranges.csv"
-EVENT_COLUMNS = ("timesteps", "boundary", "success", "episodes", "action", "low", "high")
 SPACES = ("log", "linear", "int")
 # Physics quantities ADR drives, as ``scale`` factors of the compiled model's nominal values.
 PHYSICS_PARAMS = (
@@ -465,23 +457,6 @@ class AdrState:
         }
 
 
-# ------------------------------------------------------------------------------------ env side
-def set_env_randomization(env: Any, config: RandomizationConfig | None) -> None:
-    """Make ``env`` sample ``config`` from its next reset on, without rebuilding it. The
-    randomizer keeps the nominal model it copied when first made, so configs never compound."""
-    base = env.unwrapped
-    base.randomization_config = config
-    if config is None:
-        if base._randomizer is not None:
-            base._randomizer.restore()
-            base._randomizer = None
-        return
-    if base._randomizer is None:
-        base._randomizer = DomainRandomizer(base.model, base.ids, config)
-    else:
-        base._randomizer.config = config
-
-
 def ranges_of_config(config: RandomizationConfig) -> dict[str, list[float]]:
     """A hand-set randomization's ranges of ADR's quantities, written as ADR ranges (sensor
     noise: x0-1 of the default, which a hand-set configuration applies at x1; quantities it
@@ -492,303 +467,3 @@ def ranges_of_config(config: RandomizationConfig) -> dict[str, list[float]]:
                   observation_latency=list(config.observation_latency),
                   observation_noise=[0.0, 1.0])  # fmt: skip
     return ranges
-
-
-def default_noise(task: str) -> dict[str, float]:
-    """The task's default per-step sensor noise stds (the unit of ``observation_noise``)."""
-    cfg = load_config("default", task)
-    return dict(cfg.observation_noise) if cfg is not None else {}
-
-
-try:
-    import gymnasium as gym
-
-    _Wrapper = gym.Wrapper
-except ImportError:  # pragma: no cover - gymnasium is a core dependency
-    _Wrapper = object
-
-
-class AdrWrapper(_Wrapper):
-    """Draws each episode's randomization from the ADR ranges; ``info["adr_boundary"]`` is
-    ``(boundary, value)`` when the episode evaluates a boundary, else None."""
-
-    def __init__(
-        self,
-        env: Any,
-        settings: AdrSettings,
-        ranges: Mapping[str, list[float]] | None = None,
-        base: RandomizationConfig | None = None,
-        seed: int | None = None,
-        last_success: Mapping[str, float] | None = None,
-    ) -> None:
-        super().__init__(env)
-        self.adr = AdrState(settings, ranges, last_success=last_success)
-        self.base = base
-        self.noise_ref = default_noise(env.unwrapped.task)
-        self.adr_rng = np.random.default_rng(seed)
-        self._boundary: tuple[str, float] | None = None
-
-    def adr_set_ranges(
-        self, ranges: Mapping[str, list[float]], last_success: Mapping[str, float] | None = None
-    ) -> None:
-        """New ranges (and, for ``boundary_focus``, the boundaries' last successes) from the
-        training process; they apply from the next reset."""
-        self.adr = AdrState(self.adr.settings, ranges, last_success=last_success)
-
-    def adr_ranges(self) -> dict[str, list[float]]:
-        return {k: list(v) for k, v in self.adr.ranges.items()}
-
-    def reset(self, **kwargs: Any):
-        cfg, boundary, value = self.adr.sample_episode(self.adr_rng, self.base, self.noise_ref)
-        set_env_randomization(self.env, cfg)
-        self._boundary = (boundary, value) if boundary else None
-        obs, info = self.env.reset(**kwargs)
-        info["adr_boundary"] = self._boundary
-        return obs, info
-
-    def step(self, action: Any):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        info["adr_boundary"] = self._boundary
-        return obs, reward, terminated, truncated, info
-
-
-class AdrEnvFactory:
-    """Picklable: wraps an env factory (SubprocVecEnv sends it to each worker)."""
-
-    def __init__(
-        self,
-        inner: Callable[[], Any],
-        settings: dict,
-        task: str,
-        ranges: dict,
-        base: dict | None,
-        seed: int | None,
-        last_success: dict | None = None,
-    ) -> None:
-        self.inner, self.settings, self.task = inner, settings, task
-        self.ranges, self.base, self.seed = ranges, base, seed
-        self.last_success = last_success
-
-    def __call__(self) -> AdrWrapper:
-        base = RandomizationConfig.from_dict(self.base) if self.base else None
-        settings = AdrSettings.from_dict(self.settings, self.task)
-        return AdrWrapper(
-            self.inner(), settings, self.ranges, base, self.seed, last_success=self.last_success
-        )
-
-
-# ------------------------------------------------------------------------------------ training
-def task_of_config(cfg: Mapping) -> str:
-    return registry.get(cfg["env_id"]).key
-
-
-def init_run(path: str, cfg: Mapping, spec: str | os.PathLike | Mapping) -> AdrSettings:
-    """Mark the run directory ``path`` as an ADR run: writes ``RUN/adr/settings.json``."""
-    settings = load_settings(spec, task_of_config(cfg))
-    atomic_write_text(
-        os.path.join(path, ADR_DIR, SETTINGS_FILE), json.dumps(settings.to_dict(), indent=1)
-    )
-    return settings
-
-
-def read_ranges(run_path: str) -> dict[str, list[float]] | None:
-    """The newest saved ADR ranges of a run (None: not an ADR run, or none saved yet)."""
-    p = os.path.join(run_path, ADR_DIR, RANGES_FILE)
-    if not os.path.isfile(p):
-        return None
-    with open(p) as f:
-        return json.load(f)["ranges"]
-
-
-def _state_file(timesteps: int) -> str:
-    return f"state_{int(timesteps)}.json"
-
-
-try:
-    from stable_baselines3.common.callbacks import BaseCallback as _BaseCallback
-except ImportError:  # pragma: no cover - training needs SB3 anyway
-    _BaseCallback = object
-
-
-class AdrCallback(_BaseCallback):
-    """The training side of ADR (see the module docstring). ``train.py`` makes one with
-    :meth:`for_run`, wraps the env factories with :meth:`wrap_factory`, and calls
-    :meth:`save_state` before every checkpoint."""
-
-    def __init__(
-        self, run_path: str, settings: AdrSettings, task: str, base: dict | None,
-        state: AdrState, events: list[dict], start_steps: int = 0,
-    ) -> None:  # fmt: skip
-        super().__init__()
-        self.run_path, self.settings, self.task, self.base = run_path, settings, task, base
-        self.state, self.events, self.start_steps = state, events, start_steps
-        self.boundary_episodes = 0
-
-    @classmethod
-    def for_run(cls, path: str, cfg: Mapping, resume_from: Mapping | None) -> AdrCallback | None:
-        """None unless ``path`` is an ADR run (``RUN/adr/settings.json``). Resuming restores the
-        ranges and buffers saved with the checkpoint ``resume_from`` names."""
-        sp = os.path.join(path, ADR_DIR, SETTINGS_FILE)
-        if not os.path.isfile(sp):
-            return None
-        task = task_of_config(cfg)
-        with open(sp) as f:
-            settings = AdrSettings.from_dict(json.load(f), task, source=sp)
-        base = cfg.get("randomization")
-        events_path = os.path.join(path, ADR_DIR, EVENTS_FILE)
-        if resume_from is None:
-            state = AdrState(settings)
-            cb = cls(path, settings, task, base, state, [], 0)
-            for p in settings.params:
-                lo, hi = state.ranges[p.name]
-                cb.events.append(
-                    {"timesteps": 0, "boundary": p.name, "success": "", "episodes": 0,
-                     "action": "start", "low": lo, "high": hi}
-                )  # fmt: skip
-            cb._write_events()
-            return cb
-        steps = int(resume_from["timesteps"])
-        state_path = os.path.join(path, ADR_DIR, _state_file(steps))
-        if not os.path.isfile(state_path):
-            raise AdrConfigError(
-                f"{path}: the checkpoint at {steps} steps has no ADR state "
-                f"({os.path.relpath(state_path, path)} missing); the run cannot resume its ranges"
-            )
-        with open(state_path) as f:
-            saved = json.load(f)
-        state = AdrState(settings, saved["ranges"], saved.get("buffers"), saved.get("last_success"))
-        events = []
-        if os.path.isfile(events_path):
-            with open(events_path, newline="") as f:
-                events = [r for r in csv.DictReader(f) if int(float(r["timesteps"])) <= steps]
-        cb = cls(path, settings, task, base, state, events, steps)
-        cb._write_events()  # drop the rows the kill threw away, as train.py does for its logs
-        return cb
-
-    def wrap_factory(self, factory: Callable[[], Any]) -> AdrEnvFactory:
-        return AdrEnvFactory(
-            factory,
-            self.settings.to_dict(),
-            self.task,
-            copy.deepcopy(self.state.ranges),
-            self.base,
-            getattr(factory, "seed", None),
-            # A resumed run's workers start with the saved weights of boundary_focus too.
-            dict(self.state.last_success),
-        )
-
-    def _on_step(self) -> bool:
-        infos, dones = self.locals.get("infos", ()), self.locals.get("dones", ())
-        updates = []
-        for info, done in zip(infos, dones, strict=True):
-            if not done or not info.get("adr_boundary"):
-                continue
-            boundary, value = info["adr_boundary"]
-            self.boundary_episodes += 1
-            u = self.state.record(boundary, value, float(info.get("is_success", 0.0) > 0.5))
-            if u is not None:
-                updates.append(u)
-        if updates:
-            n = self.num_timesteps
-            for u in updates:
-                self.events.append({"timesteps": n, **dataclasses.asdict(u)})
-            # With boundary_focus every decision changes the boundaries' weights.
-            if self.settings.boundary_focus > 0 or any(u.action != "keep" for u in updates):
-                self.training_env.env_method(
-                    "adr_set_ranges",
-                    copy.deepcopy(self.state.ranges),
-                    dict(self.state.last_success),
-                )
-            self._write_events()
-        return True
-
-    def _on_rollout_end(self) -> None:
-        for name, (lo, hi) in self.state.ranges.items():
-            self.logger.record(f"adr/{name}_low", lo)
-            self.logger.record(f"adr/{name}_high", hi)
-        self.logger.record("adr/nats_per_dimension", self.state.nats_per_dimension())
-        self.logger.record("adr/boundary_episodes", self.boundary_episodes)
-
-    def _write_events(self) -> None:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=EVENT_COLUMNS, lineterminator="\n")
-        w.writeheader()
-        for row in self.events:
-            w.writerow({k: _fmt(row.get(k, "")) for k in EVENT_COLUMNS})
-        atomic_write_text(os.path.join(self.run_path, ADR_DIR, EVENTS_FILE), buf.getvalue())
-
-    def save_state(self, timesteps: int) -> None:
-        """Called before each checkpoint: ``state_<N>.json`` is complete before ``latest.json``
-        can name step N, so a resumed run always finds the ranges of its checkpoint."""
-        d = {"timesteps": int(timesteps), **self.state.to_dict()}
-        text = json.dumps(d, indent=1)
-        adr_dir = os.path.join(self.run_path, ADR_DIR)
-        atomic_write_text(os.path.join(adr_dir, _state_file(timesteps)), text)
-        atomic_write_text(os.path.join(adr_dir, RANGES_FILE), text)
-        self._prune(adr_dir, int(timesteps))
-
-    def _prune(self, adr_dir: str, current: int) -> None:
-        """Keep the states of the checkpoints that still exist (rundir keeps the newest two)."""
-        ckdir = os.path.join(self.run_path, "checkpoints")
-        models = set(os.listdir(ckdir)) if os.path.isdir(ckdir) else set()
-        for name in os.listdir(adr_dir):
-            if name.startswith("state_") and name.endswith(".json"):
-                n = int(name[len("state_") : -len(".json")])
-                if n != current and f"model_{n}.zip" not in models:
-                    os.unlink(os.path.join(adr_dir, name))
-
-
-def _fmt(v: Any) -> Any:
-    return round(v, 6) if isinstance(v, float) else v
-
-
-# ------------------------------------------------------------------------------------ plotting
-def plot_ranges(run_path: str, out_png: str) -> None:
-    """The evolution of a run's ADR ranges (``RUN/adr/ranges.csv``), one panel per quantity,
-    with the task's hand-set default range shaded for comparison."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from manip_rl.fileio import atomic_path
-    from manip_rl.policies.rundir import load_run
-
-    events_path = os.path.join(run_path, ADR_DIR, EVENTS_FILE)
-    if not os.path.isfile(events_path):
-        raise AdrConfigError(f"{run_path}: no {ADR_DIR}/{EVENTS_FILE}; is it a --dr adr run?")
-    with open(events_path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    task = task_of_config(load_run(run_path).config)
-    default = load_config("default", task)
-    series: dict[str, list[tuple[int, float, float]]] = {}
-    for r in rows:
-        name = r["boundary"].split(":")[0]
-        series.setdefault(name, []).append((int(r["timesteps"]), float(r["low"]), float(r["high"])))
-    end = max(int(r["timesteps"]) for r in rows) if rows else 0
-    names = list(series)
-    cols = min(5, max(1, len(names)))
-    nrows = (len(names) + cols - 1) // cols
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 2.6 * nrows), squeeze=False)
-    for ax, name in zip(axes.flat, names, strict=False):
-        pts = series[name] + [(end, *series[name][-1][1:])]
-        t = [p[0] for p in pts]
-        ax.step(t, [p[1] for p in pts], where="post", color="C0")
-        ax.step(t, [p[2] for p in pts], where="post", color="C0")
-        ax.fill_between(t, [p[1] for p in pts], [p[2] for p in pts], step="post", alpha=0.25)
-        if default is not None:
-            if name in default.physics and default.physics[name].dist != "normal":
-                ax.axhspan(*default.physics[name].bounds(), color="0.85", zorder=0)
-            elif name in ("action_latency", "observation_latency"):
-                ax.axhspan(*getattr(default, name), color="0.85", zorder=0)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("timesteps", fontsize=8)
-        ax.tick_params(labelsize=7)
-    for extra in list(axes.flat)[len(names) :]:
-        extra.set_visible(False)
-    fig.suptitle(f"ADR ranges of {os.path.basename(os.path.normpath(run_path))} "
-                 f"(grey: hand-set default range)")  # fmt: skip
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
