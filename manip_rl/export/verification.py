@@ -161,16 +161,13 @@ def check_closed_loop(
     def file_act(obs: dict) -> np.ndarray:
         return policy.act(policy_io.flatten_observation(obs))
 
+    from manip_rl.episodes import run_episodes
+
     results = {}
     for name, act in (("sb3", sb3_act), ("file", file_act)):
-        wins = 0
-        for ep in range(episodes):
-            obs, _ = env.reset(seed=seed + ep)
-            done, info = False, {}
-            while not done:
-                obs, _, terminated, truncated, info = env.step(act(obs))
-                done = terminated or truncated
-            wins += int(bool(info.get("is_success", False)))
+        # One env, episode k seeded with seed + k: both actors face the same episodes.
+        run = run_episodes([env], lambda obs, act=act: [act(obs[0])], episodes, seed)
+        wins = sum(int(e.success) for e in run)
         lo, hi = wilson_interval(wins, episodes)
         results[name] = {
             "successes": wins,
