@@ -55,6 +55,7 @@ def run_episodes(
     seed: int,
     *,
     on_step: Callable[[int, Any], None] | None = None,
+    on_reset: Callable[[int, Any], None] | None = None,
     at_end: Callable[[Any], Any] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[Episode]:
@@ -67,6 +68,8 @@ def run_episodes(
         seed: episode ``k`` is reset with ``seed + k``.
         on_step: called as ``on_step(episode_index, env)`` after each step of a running episode
             (e.g. to render a video frame).
+        on_reset: called as ``on_reset(episode_index, env)`` right after each reset (e.g. to
+            render the episode's first frame).
         at_end: called as ``at_end(env)`` once the batch is over, before any env is reset again;
             its value goes into :attr:`Episode.end` (e.g. the final distance to the goal).
         on_batch: called with the number of episodes of each finished batch (a progress bar).
@@ -80,6 +83,9 @@ def run_episodes(
     for start in range(0, episodes, len(envs)):
         batch = envs[: min(len(envs), episodes - start)]
         obs = [e.reset(seed=seed + start + i)[0] for i, e in enumerate(batch)]
+        if on_reset is not None:
+            for i, e in enumerate(batch):
+                on_reset(start + i, e)
         ret = np.zeros(len(batch))
         steps = [0] * len(batch)
         alive = [True] * len(batch)

@@ -6,6 +6,7 @@ import argparse
 
 import numpy as np
 
+from manip_rl.episodes import run_episodes
 from manip_rl.media import write_video
 from manip_rl.policies.config import env_factory
 
@@ -20,23 +21,23 @@ def record(
     env = factory()
     base = env.unwrapped
     base._width = base._height = size  # the renderer is made on first use, at this size
-    frames, successes = [], []
+    frames: list = []
+
+    def act(obs: list) -> np.ndarray:
+        o = obs[0]
+        x = o[None] if not isinstance(o, dict) else {k: v[None] for k, v in o.items()}
+        if vecnorm is not None:
+            x = vecnorm.normalize_obs(x)
+        return np.asarray(model.predict(x, deterministic=True)[0])
+
+    def frame(_episode: int, e) -> None:
+        frames.append(e.render())
+
     try:
-        for ep in range(episodes):
-            obs, info = env.reset(seed=seed + ep)
-            frames.append(env.render())
-            done = False
-            while not done:
-                x = obs[None] if not isinstance(obs, dict) else {k: v[None] for k, v in obs.items()}
-                if vecnorm is not None:
-                    x = vecnorm.normalize_obs(x)
-                action, _ = model.predict(x, deterministic=True)
-                obs, _, term, trunc, info = env.step(np.asarray(action)[0])
-                frames.append(env.render())
-                done = term or trunc
-            successes.append(bool(info.get("is_success", 0) > 0.5))
+        run_ = run_episodes([env], act, episodes, seed, on_step=frame, on_reset=frame)
     finally:
         env.close()
+    successes = [e.success for e in run_]
     return frames, successes
 
 
