@@ -33,7 +33,8 @@ def manip_rl_rate(steps: int, n_envs: int, vec_env: str, update_threads="auto") 
     import torch
 
     from manip_rl.policies import config as cfgmod
-    from manip_rl.policies.train import UpdateThreads, make_vec_env
+    from manip_rl.policies.callbacks import UpdateThreads
+    from manip_rl.policies.train import make_vec_env
 
     torch.set_num_threads(1)
     from stable_baselines3 import PPO

@@ -228,7 +228,8 @@ def test_update_threads_give_the_gradient_steps_the_cores_and_the_rollouts_one()
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from manip_rl.policies.train import UpdateThreads, make_vec_env
+    from manip_rl.policies.callbacks import UpdateThreads
+    from manip_rl.policies.train import make_vec_env
 
     cfg = tiny_config("ppo", update_threads=2)
     venv = make_vec_env(cfg, 0)
@@ -278,7 +279,7 @@ def test_resume_drops_tensorboard_events_past_the_checkpoint(tmp_path):
     them again), in both TensorBoard's reader and on disk; a record cut by the kill is dropped."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from manip_rl.policies.train import _truncate_logs
+    from manip_rl.policies.run_logs import truncate_logs as _truncate_logs
 
     run = str(tmp_path / "run")
     log_dir = os.path.join(run, "logs")
