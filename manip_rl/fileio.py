@@ -9,6 +9,19 @@ import tempfile
 from collections.abc import Iterator
 
 
+def commit(tmp: str, path: str) -> None:
+    """Make the finished file ``tmp`` durable and rename it over ``path`` (same folder), then
+    make the rename durable too."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed over ``path``.
@@ -29,14 +42,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        commit(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

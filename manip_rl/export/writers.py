@@ -20,6 +20,7 @@ from manip_rl.export.policy_file import (
     _onnx_weights_sha256,
     _quiet_jit,
 )
+from manip_rl.fileio import commit
 
 if TYPE_CHECKING:
     from manip_rl.export.build import Exported
@@ -48,14 +49,7 @@ def _atomic_export(out_path: str) -> Iterator[str]:
     tmp = os.path.join(tmpdir, base)
     try:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out_path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        commit(tmp, out_path)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
 

@@ -9,7 +9,7 @@ import numpy as np
 from manip_rl import policy_io
 from manip_rl.envs.base import PandaEnv
 from manip_rl.envs.spec import TaskSpec
-from manip_rl.envs.tasks.pick_place import GRASP_HEIGHT, ScriptedPickPlace
+from manip_rl.envs.tasks.pick_place import ScriptedPickPlace, grasp_and_goal_distances
 from manip_rl.envs.tasks.push import CUBE_OBSERVATION, OBJECT_CENTER, OBJECT_RANGE, TANH_SCALE
 
 LIFT_HEIGHT = 0.10  # m: the cube's bottom at least this far above the table counts as lifted
@@ -106,11 +106,7 @@ class PandaLiftEnv(PandaEnv):
         ee: np.ndarray | None,
         grasped: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
-        rel = ee - achieved
-        rel_z = rel[..., 2] - GRASP_HEIGHT
-        d_grasp = np.sqrt(np.sum(rel[..., :2] * rel[..., :2], axis=-1) + rel_z * rel_z)
-        diff = achieved - desired
-        d_goal = np.sqrt(np.sum(diff * diff, axis=-1))
+        d_grasp, d_goal = grasp_and_goal_distances(ee, achieved, desired)
         held = np.asarray(grasped, dtype=np.float64)
         scales = self.task_spec.reward_scales
         return {

@@ -50,6 +50,17 @@ _ARM_LOWER = policy_io.PANDA_JOINT_LOWER - policy_io.SIM_JOINT_OFFSETS  # MuJoCo
 _ARM_UPPER = policy_io.PANDA_JOINT_UPPER - policy_io.SIM_JOINT_OFFSETS
 
 
+def grasp_and_goal_distances(
+    ee: np.ndarray, achieved: np.ndarray, desired: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(TCP to its grasp point above the cube, cube to goal) in m, for batches of positions."""
+    rel = ee - achieved
+    rel_z = rel[..., 2] - GRASP_HEIGHT
+    d_grasp = np.sqrt(np.sum(rel[..., :2] * rel[..., :2], axis=-1) + rel_z * rel_z)
+    diff = achieved - desired
+    return d_grasp, np.sqrt(np.sum(diff * diff, axis=-1))
+
+
 class PandaPickPlaceEnv(PandaPushEnv):
     """Franka Panda picking a 5 cm cube and placing it at a goal.
 
@@ -100,11 +111,7 @@ class PandaPickPlaceEnv(PandaPushEnv):
         ee: np.ndarray | None,
         grasped: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
-        rel = ee - achieved
-        rel_z = rel[..., 2] - GRASP_HEIGHT
-        d_grasp = np.sqrt(np.sum(rel[..., :2] * rel[..., :2], axis=-1) + rel_z * rel_z)
-        diff = achieved - desired
-        d_goal = np.sqrt(np.sum(diff * diff, axis=-1))
+        d_grasp, d_goal = grasp_and_goal_distances(ee, achieved, desired)
         held = np.asarray(grasped, dtype=np.float64)
         scales = self.task_spec.reward_scales
         reach = scales["reach"] * (1.0 - np.tanh(TANH_SCALE * d_grasp)) / STAGES
