@@ -51,6 +51,7 @@ from trajectory_msgs.msg import JointTrajectory
 from manip_rl import policy_io
 from manip_rl.policy_io import PANDA_FINGER_JOINT_NAMES, PANDA_JOINT_NAMES, SIM_JOINT_OFFSETS
 from manip_rl.ros_bridge import dds
+from manip_rl.ros_bridge.bridge_cli import ros_arguments
 
 NODE_NAME = "sim_arm"
 MAX_CATCH_UP_STEPS = 50  # physics steps one timer tick may run to catch up with wall time
@@ -355,8 +356,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from manip_rl.ros_bridge.policy_bridge import ros_arguments
-
     ros_args = ros_arguments(args, dds.SIM_PARAMS)
     if args.env_id:
         ros_args += ["-p", f"env_id:={args.env_id}"]
