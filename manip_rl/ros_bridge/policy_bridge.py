@@ -103,7 +103,7 @@ class PolicyBridge(LifecycleNode):
         self._goal: np.ndarray | None = None
         self._object_pos: np.ndarray | None = None
         self._object_quat: np.ndarray | None = None
-        self._clock = ControlClock(self.period)
+        self._ticks = ControlClock(self.period)
         self._last_publish: float | None = None
         self._status = "inactive"
 
@@ -150,7 +150,7 @@ class PolicyBridge(LifecycleNode):
         policy = load_policy(str(path))
         # Every limit below is the robot side's; the file can only narrow the joint limits.
         self.period = bridge_control_period(policy.control_period, float(self._p("control_rate")))
-        self._clock = ControlClock(self.period)
+        self._ticks = ControlClock(self.period)
         warning = check_action_spec_for_robot(policy.action_spec, robot, self.period)
         if warning:
             self.get_logger().warning(f"policy file {path}: {warning}")
@@ -218,7 +218,7 @@ class PolicyBridge(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._last_refusal = ""
         self._control_timer = self.create_timer(self.period, self._on_timer)
-        self._clock.restart()
+        self._ticks.restart()
         self._warm_input = (
             np.zeros(self.policy.obs_dim, dtype=np.float32) if self._p("keep_warm") else None
         )
@@ -343,9 +343,9 @@ class PolicyBridge(LifecycleNode):
         if not self._active:
             return
         reading = verdict.reading
-        self._clock.state_arrived(now, self._state_time)
+        self._ticks.state_arrived(now, self._state_time)
         self._reading, self._state_time = reading, now
-        if self._trigger_state and self._clock.due(now):
+        if self._trigger_state and self._ticks.due(now):
             self._control_step(now, from_state=True)
         elif self._warm_input is not None and self.safety.enabled:
             self.policy.act(self._warm_input)
@@ -385,7 +385,7 @@ class PolicyBridge(LifecycleNode):
                 self.safety.enable()
                 self.runner.reset()
                 self._last_publish = None  # the gap while disabled is no loop period
-                self._clock.restart()  # the loop starts afresh at the next state
+                self._ticks.restart()  # the loop starts afresh at the next state
                 self.counters["enables"] += 1
             response.success = True
             response.message = f"enabled; ramping in over {self._p('ramp_in_time')} s"
@@ -400,15 +400,15 @@ class PolicyBridge(LifecycleNode):
     # ------------------------------------------------------------------ control loop
     def _on_timer(self) -> None:
         now = time.perf_counter()
-        if not self._trigger_state or self._clock.next_deadline is None:
+        if not self._trigger_state or self._ticks.next_deadline is None:
             self._control_step(now)
-        elif self._clock.missed_state(now):
+        elif self._ticks.missed_state(now):
             # No joint state arrived for this tick: step anyway (the watchdog may hold).
             self.counters["timer_steps"] += 1
             self._control_step(now)
 
     def _control_step(self, now: float, from_state: bool = False) -> None:
-        late = self._clock.tick(now, from_state)
+        late = self._ticks.tick(now, from_state)
         if late is not None and self.safety.enabled:  # a whole tick was missed while commanding
             self.counters["overruns"] += 1
             # When, and how late: the benchmark matches them against a stall probe.
