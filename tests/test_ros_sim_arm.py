@@ -244,3 +244,77 @@ def test_bad_trajectories_and_commands_are_logged_and_ignored(controller, tmp_pa
         np.testing.assert_allclose(c.arm_position(), far, atol=0.03)
     finally:
         dds.stop_node(proc)
+
+
+def test_env_sensing_api_is_the_step_measurement():
+    """Issue #15 item 3: sim_arm reads the env's sensors (``read_sensors``) and success test
+    (``is_success``). Without randomization the reading is the state the step observes; with the
+    shipped Push randomization it carries the config's per-step noise and the episode's bias."""
+    import gymnasium as gym
+
+    import manip_rl  # noqa: F401
+
+    env = gym.make("manip_rl/PandaPush-v0", randomization="none")
+    obs, info = env.reset(seed=3)
+    u = env.unwrapped
+    reading = u.read_sensors()
+    assert [name for name, _ in policy_io.SENSOR_FIELDS] == list(reading)
+    np.testing.assert_allclose(reading["object_pos"], u.object_position)
+    np.testing.assert_allclose(reading["ee_pos"], u.ee_position)
+    for _ in range(3):
+        obs, _, _, _, info = env.step(env.action_space.sample())
+        assert u.is_success() == bool(info["is_success"])
+        # The observation is built from this reading (no latency without randomization).
+        r = u.read_sensors()
+        vector = np.concatenate([r[name] for name, _ in policy_io.SENSOR_FIELDS])
+        rebuilt = policy_io.ObservationBuilder(u.layout)(vector, u.goal, u._prev_action)
+        np.testing.assert_array_equal(rebuilt["observation"], obs["observation"])
+    env.close()
+
+    env = gym.make("manip_rl/PandaPush-v0", randomization="default")
+    env.reset(seed=3)
+    u = env.unwrapped
+    cfg, bias = u.randomization_config, u.randomization_sample.observation_bias
+    rng = np.random.default_rng(0)
+    truth = {"joint_pos": u.data.qpos[u.ids.arm_qpos] + policy_io.SIM_JOINT_OFFSETS}
+    o = u.ids.object_qpos
+    truth["object_pos"], truth["object_quat"] = u.object_position, u.data.qpos[o + 3 : o + 7]
+    draws = [u.read_sensors(rng) for _ in range(2000)]
+    for name, true in truth.items():
+        err = np.array([d[name] for d in draws]) - true
+        np.testing.assert_allclose(err.std(axis=0), cfg.observation_noise[name], rtol=0.1)
+        np.testing.assert_allclose(err.mean(axis=0), bias.get(name, 0.0), atol=1e-3)
+    env.close()
+
+
+def test_sim_arm_publishes_the_envs_noisy_reading(controller, tmp_path):
+    """With the shipped Push randomization sim_arm publishes the env's reading: the fingers
+    read half the (noisy) opening each, and the resting cube's pose carries the env's per-step
+    quaternion noise (sim_arm's own copy of the sensing had neither)."""
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    poses: list[np.ndarray] = []
+    controller.node.create_subscription(
+        PoseStamped,
+        "/sim_arm/object_pose",
+        lambda m: poses.append(
+            np.array([m.pose.orientation.w, m.pose.orientation.x, m.pose.orientation.y])
+        ),
+        QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT),
+    )
+    args = ["--env-id", "manip_rl/PandaPush-v0", "--ros-args", "-p", "randomization:=default"]
+    proc = dds.start_node("sim-arm", args, DOMAIN, tmp_path / "sim_arm.log")
+    try:
+        c = controller
+        c.wait_states()
+        c.spin(1.0)
+        fingers = np.array([m.position[7:9] for _, m in c.states])
+        np.testing.assert_array_equal(fingers[:, 0], fingers[:, 1])
+        assert np.ptp(fingers[:, 0]) > 1e-4, "the gripper reading carries no noise"
+        assert len(poses) > 20, f"{len(poses)} object poses in 1 s"
+        q = np.array(poses)
+        # Push's observation_noise: object_quat 0.01 per component.
+        assert 0.005 < q.std(axis=0).mean() < 0.02, q.std(axis=0)
+    finally:
+        dds.stop_node(proc)

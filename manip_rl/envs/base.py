@@ -308,6 +308,33 @@ class PandaEnv(gym.Env):
             v += self._noise_vec * noise + self._bias_vec
         return v
 
+    def read_sensors(self, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+        """What the robot's sensors read now, by field (``policy_io.SENSOR_FIELDS``, robot
+        convention): the true state plus this episode's per-step noise and bias, the reading
+        ``step`` takes after its physics (the observation latency then delays whole readings).
+
+        ``rng`` draws the per-step noise (default: the env's own stream); a driver that steps the
+        physics itself (``sim_arm``) passes its own, so the episodes' sampling stays untouched.
+        ``ee_pos`` is as of the last ``mj_kinematics`` / ``mj_forward``.
+        """
+        noise = None
+        if self._noise_vec is not None:
+            noise = (self._rng if rng is None else rng).standard_normal(_N_SENSE)
+        v = self._measure(noise)
+        return {name: v[sl] for name, sl in _SENSOR_SLICES.items()}
+
+    def is_success(self) -> bool:
+        """The task's success test on the true (noise-free) state, as ``info["is_success"]``
+        reports it. A task whose test has a history (PandaLift's hold) counts control periods
+        through :meth:`advance_task_state`."""
+        return self._is_success()
+
+    def advance_task_state(self) -> None:
+        """Advance the task's history (PandaLift: how long the cube has been held) by one control
+        period, as ``step`` does after its physics. For a driver that steps the physics itself
+        (``sim_arm``): call it once per ``control_period`` of simulated time."""
+        self._after_physics()
+
     def _observation(self) -> dict[str, np.ndarray]:
         self._observed = self._sensor_history[0]
         return self._build_obs(self._observed, self.goal, self._prev_action)

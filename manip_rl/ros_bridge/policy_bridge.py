@@ -20,82 +20,48 @@ period (``trigger: state``, the way a ros2_control controller updates right afte
 read), so a command leaves within the policy's inference time of the state it was built from; a
 timer at the control period catches missing states and holds. ``trigger: timer`` runs steps on
 the timer alone.
+
+The node is this module; its parameters and limits are in :mod:`.bridge_params`, its loop
+statistics and diagnostics in :mod:`.loop_stats`, its command line (``manip-rl serve``) in
+:mod:`.bridge_cli`.
 """
 
 from __future__ import annotations
 
-import argparse
-import collections
 import gc
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import rclpy
-from builtin_interfaces.msg import Duration
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped, PoseStamped
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from manip_rl.fileio import atomic_write_text
 from manip_rl.robots import get_robot
-from manip_rl.ros_bridge import dds
-from manip_rl.ros_bridge.plausibility import PlausibilityConfig, StateCheck
+from manip_rl.ros_bridge import bridge_params, dds, loop_stats
+from manip_rl.ros_bridge.bridge_cli import add_arguments, ros_arguments, run
+from manip_rl.ros_bridge.bridge_params import PARAMETERS, RATE_TOLERANCE
+from manip_rl.ros_bridge.commands import CommandOutput
+from manip_rl.ros_bridge.control_clock import ControlClock
+from manip_rl.ros_bridge.plausibility import StateCheck
 from manip_rl.ros_bridge.runner import JointStateError, PolicyRunner
 from manip_rl.ros_bridge.safety import (
     HOLD_NONFINITE,
     OK,
-    SafetyConfig,
     SafetyFilter,
     bridge_control_period,
     check_action_spec_for_robot,
 )
 
 NODE_NAME = "policy_bridge"
-# Relative difference allowed between the configured rate's period and the policy's.
-RATE_TOLERANCE = 0.01
-# Samples kept for the statistics file (10 min at 500 Hz) and for the diagnostics window.
-STATS_CAPACITY = 300_000
-WINDOW = 500
-
-PARAMETERS: dict[str, object] = {
-    "policy": "",  # path of the exported policy file; "" = the shipped PandaReach policy
-    # The arm (manip_rl.robots): its joint, velocity and gripper limits bound every command,
-    # whatever the policy file says.
-    "robot": "panda",
-    "autostart": False,  # configure and activate on start (retrying activation until it passes)
-    "control_rate": 0.0,  # Hz; 0 = the policy's own control period; must agree with it
-    "trigger": "state",  # "state": steps on joint-state arrival at each tick; "timer": timer only
-    "output": "position",  # "position": Float64MultiArray; "trajectory": JointTrajectory
-    "joint_states_topic": "/joint_states",
-    "command_topic": "/forward_position_controller/commands",
-    "trajectory_topic": "/joint_trajectory_controller/joint_trajectory",
-    "gripper_topic": "/gripper_controller/commands",
-    "goal_topic": "~/goal",
-    "object_pose_topic": "~/object_pose",
-    "trajectory_time_from_start": 0.0,  # s; 0 = one control period
-    "max_joint_speed": 2.0,  # rad/s; largest command change per step = this x period
-    "joint_limit_margin": 0.0,  # rad inside the robot's (and the policy's) joint limits
-    "ramp_in_time": 1.0,  # s after enable over which the speed allowance ramps up
-    "state_timeout": 0.1,  # s; older joint states make the bridge hold
-    "state_tolerance": 0.05,  # rad a reading may lie outside the robot's limits / jump beyond
-    "state_speed_margin": 1.5,  # readings may move this many times the robot's velocity limits
-    "diagnostics_period": 1.0,  # s
-    "stats_path": "",  # JSON file of every period/latency sample, written at shutdown
-    # Run the policy on each joint state between control ticks, result discarded, so that its
-    # weights stay in the CPU caches: a policy called every 10 ms on a busy machine runs
-    # several times slower than one called every 2 ms. Costs one inference per joint state.
-    "keep_warm": True,
-}
+# The names manip-rl serve, the launch files and the tests take from this module.
+__all__ = ["PARAMETERS", "RATE_TOLERANCE", "PolicyBridge", "add_arguments", "ros_arguments", "run"]
 
 
 class PolicyBridge(LifecycleNode):
@@ -121,8 +87,7 @@ class PolicyBridge(LifecycleNode):
         self._active = False
         self._warm_input = None
         self._trigger_state = True
-        self._output_position = True
-        self._time_from_start = 0.0
+        self._output: CommandOutput | None = None
         self._last_refusal = ""
         self._reset_inputs()
         self._reset_stats()
@@ -138,25 +103,14 @@ class PolicyBridge(LifecycleNode):
         self._goal: np.ndarray | None = None
         self._object_pos: np.ndarray | None = None
         self._object_quat: np.ndarray | None = None
-        self._next_deadline: float | None = None
+        self._ticks = ControlClock(self.period)
         self._last_publish: float | None = None
-        self._state_interval = 0.0  # s, running mean between valid joint states
         self._status = "inactive"
 
     def _reset_stats(self) -> None:
-        self.stats = {
-            "period": collections.deque(maxlen=STATS_CAPACITY),
-            "latency": collections.deque(maxlen=STATS_CAPACITY),
-            "inference": collections.deque(maxlen=STATS_CAPACITY),
-            "state_age": collections.deque(maxlen=STATS_CAPACITY),
-        }
-        self.window = {k: collections.deque(maxlen=WINDOW) for k in self.stats}
-        self.counters = collections.Counter()
-        self.overrun_log: collections.deque = collections.deque(maxlen=1000)
-
-    def _record(self, key: str, value: float) -> None:
-        self.stats[key].append(value)
-        self.window[key].append(value)
+        self.loop_stats = loop_stats.LoopStats()
+        self.counters = self.loop_stats.counters
+        self._record = self.loop_stats.record
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -181,16 +135,9 @@ class PolicyBridge(LifecycleNode):
             )
         if not Path(path).is_file():
             raise FileNotFoundError(f"policy file {path} does not exist (parameter 'policy')")
-        for name, allowed in (
-            ("trigger", ("state", "timer")),
-            ("output", ("position", "trajectory")),
-        ):
-            if self._p(name) not in allowed:
-                raise ValueError(f"parameter '{name}' is {self._p(name)!r}; use one of {allowed}")
+        bridge_params.check_choices(self._p)
         # Read once here, not per message: the control path does no parameter look-ups.
         self._trigger_state = self._p("trigger") == "state"
-        self._output_position = self._p("output") == "position"
-        self._time_from_start = float(self._p("trajectory_time_from_start"))
         import torch
 
         # One small MLP per step: a second intra-op thread only adds wake-up latency (measured
@@ -203,42 +150,19 @@ class PolicyBridge(LifecycleNode):
         policy = load_policy(str(path))
         # Every limit below is the robot side's; the file can only narrow the joint limits.
         self.period = bridge_control_period(policy.control_period, float(self._p("control_rate")))
+        self._ticks = ControlClock(self.period)
         warning = check_action_spec_for_robot(policy.action_spec, robot, self.period)
         if warning:
             self.get_logger().warning(f"policy file {path}: {warning}")
         self.policy = policy
         self.runner = PolicyRunner(self.policy)
         self.safety = SafetyFilter(
-            SafetyConfig.for_robot(
-                robot,
-                self.policy.action_spec,
-                self.period,
-                max_joint_speed=float(self._p("max_joint_speed")),
-                limit_margin=float(self._p("joint_limit_margin")),
-                ramp_time=float(self._p("ramp_in_time")),
-                state_timeout=float(self._p("state_timeout")),
-            )
+            bridge_params.safety_config(self._p, robot, self.policy.action_spec, self.period)
         )
         self.state_check = StateCheck(
-            PlausibilityConfig.from_robot(
-                robot, float(self._p("state_tolerance")), float(self._p("state_speed_margin"))
-            ),
-            self.runner.joint_map,
+            bridge_params.plausibility_config(self._p, robot), self.runner.joint_map
         )
-        self.runner.observation(  # one dry run: the policy, kinematics and layout agree
-            self.runner.joint_map.read(
-                self.runner.joint_map.required,
-                np.concatenate([self.policy.action_spec.home, [0.02, 0.02]])[
-                    : len(self.runner.joint_map.required)
-                ],
-                np.zeros(len(self.runner.joint_map.required)),
-            ),
-            np.zeros(3),
-            np.zeros(3) if self.runner.needs_object else None,
-            np.array([1.0, 0, 0, 0]) if self.runner.needs_object else None,
-        )
-        for _ in range(3):  # TorchScript's profiling executor optimizes on the first calls
-            self.policy.act(np.zeros(self.policy.obs_dim, dtype=np.float32))
+        self.runner.dry_run()
 
         # Depth 1: a bridge that fell behind takes the newest state, never a backlog of old ones.
         sensor_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -254,16 +178,14 @@ class PolicyBridge(LifecycleNode):
                     PoseStamped, self._p("object_pose_topic"), self._on_object_pose, sensor_qos
                 )
             )
-        if self._p("output") == "position":
-            self._cmd_pub = self.create_publisher(Float64MultiArray, self._p("command_topic"), 10)
-        else:
-            self._cmd_pub = self.create_publisher(JointTrajectory, self._p("trajectory_topic"), 10)
-        self._gripper_pub = None
-        if self.policy.action_spec.gripper:
-            self._gripper_pub = self.create_publisher(
-                Float64MultiArray, self._p("gripper_topic"), 10
-            )
-        self._pubs = [p for p in (self._cmd_pub, self._gripper_pub) if p is not None]
+        self._output = CommandOutput(
+            self,
+            self._p,
+            self.runner.spec.joint_names,
+            self.policy.action_spec.gripper,
+            self.period,
+        )
+        self._pubs = self._output.publishers
         self._enable_srv = self.create_service(SetBool, "~/enable", self._on_enable)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(
@@ -271,11 +193,9 @@ class PolicyBridge(LifecycleNode):
         )
         # First calls are slow; pay for them now, inactive, not in the control loop. The first
         # diagnostics message loads its type support (12 ms with the statistics, measured). The
-        # statistics on real samples need their own warm-up, since the message above has none:
-        # np.percentile's first call took 6.6 ms, and until 2026-11-26 it came with the first
-        # diagnostics after enabling and made a 500 Hz tick 8-11 ms late.
+        # statistics on real samples need their own warm-up, since the message above has none.
         self._publish_diagnostics()
-        self._summarize({k: [self.period, self.period] for k in self.stats})
+        loop_stats.warm_up(self.period)
         # Move everything loaded so far (torch, the model, MuJoCo) out of the garbage collector's
         # reach: a full collection over it stalled the 500 Hz loop by more than a period.
         gc.collect()
@@ -298,7 +218,7 @@ class PolicyBridge(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._last_refusal = ""
         self._control_timer = self.create_timer(self.period, self._on_timer)
-        self._next_deadline = None
+        self._ticks.restart()
         self._warm_input = (
             np.zeros(self.policy.obs_dim, dtype=np.float32) if self._p("keep_warm") else None
         )
@@ -312,15 +232,9 @@ class PolicyBridge(LifecycleNode):
 
     def activation_problem(self) -> str:
         """Why the bridge may not activate now ('' when it may)."""
-        rate = float(self._p("control_rate"))
-        if rate < 0 or not math.isfinite(rate):
-            return f"parameter control_rate={rate} must be >= 0 Hz (0 = the policy's own rate)"
-        if rate > 0 and abs(1.0 / rate - self.period) > RATE_TOLERANCE * self.period:
-            return (
-                f"control_rate={rate:g} Hz disagrees with the policy's control period "
-                f"{self.period * 1000:g} ms ({1 / self.period:g} Hz): the policy was trained at "
-                "that period; set control_rate to 0 or to the policy's rate"
-            )
+        problem = bridge_params.control_rate_problem(float(self._p("control_rate")), self.period)
+        if problem:
+            return problem
         if self._last_names is None:
             return (
                 f"no JointState received yet on {self._p('joint_states_topic')}; is the arm's "
@@ -365,7 +279,7 @@ class PolicyBridge(LifecycleNode):
             self.destroy_subscription(s)
         for p in self._pubs:
             self.destroy_publisher(p)
-        self._subs, self._pubs = [], []
+        self._subs, self._pubs, self._output = [], [], None
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
@@ -429,10 +343,9 @@ class PolicyBridge(LifecycleNode):
         if not self._active:
             return
         reading = verdict.reading
-        if self._state_time is not None:  # running mean of the state interval (for _due)
-            self._state_interval += 0.05 * (now - self._state_time - self._state_interval)
+        self._ticks.state_arrived(now, self._state_time)
         self._reading, self._state_time = reading, now
-        if self._trigger_state and self._due(now):
+        if self._trigger_state and self._ticks.due(now):
             self._control_step(now, from_state=True)
         elif self._warm_input is not None and self.safety.enabled:
             self.policy.act(self._warm_input)
@@ -472,7 +385,7 @@ class PolicyBridge(LifecycleNode):
                 self.safety.enable()
                 self.runner.reset()
                 self._last_publish = None  # the gap while disabled is no loop period
-                self._next_deadline = None  # the loop starts afresh at the next state
+                self._ticks.restart()  # the loop starts afresh at the next state
                 self.counters["enables"] += 1
             response.success = True
             response.message = f"enabled; ramping in over {self._p('ramp_in_time')} s"
@@ -485,40 +398,21 @@ class PolicyBridge(LifecycleNode):
         return response
 
     # ------------------------------------------------------------------ control loop
-    def _due(self, now: float) -> bool:
-        # A state up to half a state interval before the tick counts as on time (arrival
-        # jitter), so the step lands on the state nearest the tick, not on the one before it.
-        if self._next_deadline is None:
-            return True
-        tolerance = min(0.25 * self.period, 0.5 * self._state_interval)
-        return now >= self._next_deadline - tolerance
-
     def _on_timer(self) -> None:
         now = time.perf_counter()
-        if not self._trigger_state or self._next_deadline is None:
+        if not self._trigger_state or self._ticks.next_deadline is None:
             self._control_step(now)
-        elif now >= self._next_deadline + 0.5 * self.period:
+        elif self._ticks.missed_state(now):
             # No joint state arrived for this tick: step anyway (the watchdog may hold).
             self.counters["timer_steps"] += 1
             self._control_step(now)
 
     def _control_step(self, now: float, from_state: bool = False) -> None:
-        period = self.period
-        if self._next_deadline is None:
-            self._next_deadline = now + period
-        else:
-            if now - self._next_deadline > period:
-                if self.safety.enabled:  # a whole tick was missed while commanding
-                    self.counters["overruns"] += 1
-                    # When, and how late: the benchmark matches them against a stall probe.
-                    self.overrun_log.append((now, now - self._next_deadline))
-                self._next_deadline = now + period
-            else:
-                # On a state-triggered step, pull the ticks halfway towards when the step really
-                # ran: they lock onto the joint-state stream's phase (so a state never sits just
-                # outside the tolerance, making every step late), the mean period stays exact.
-                pull = 0.5 * (now - self._next_deadline) if from_state else 0.0
-                self._next_deadline += period + pull
+        late = self._ticks.tick(now, from_state)
+        if late is not None and self.safety.enabled:  # a whole tick was missed while commanding
+            self.counters["overruns"] += 1
+            # When, and how late: the benchmark matches them against a stall probe.
+            self.loop_stats.overrun_log.append((now, late))
         safety, runner = self.safety, self.runner
         if not safety.enabled:
             self._status = "active, disabled"
@@ -553,7 +447,7 @@ class PolicyBridge(LifecycleNode):
         self._status = decision.status
         if decision.joints is None:
             return
-        self._publish(decision.joints, decision.gripper)
+        self._output.publish(decision.joints, decision.gripper)
         t_pub = time.perf_counter()
         self.counters["commands"] += 1
         if decision.status != OK:
@@ -575,48 +469,14 @@ class PolicyBridge(LifecycleNode):
             return False
         return not self.runner.needs_object or self._object_pos is not None
 
-    def _publish(self, joints: np.ndarray, gripper: float | None) -> None:
-        values = [float(x) for x in joints]
-        if self._output_position:
-            self._cmd_pub.publish(Float64MultiArray(data=values))
-        else:
-            msg = JointTrajectory()
-            msg.joint_names = list(self.runner.spec.joint_names)
-            tfs = self._time_from_start or self.period
-            sec = int(tfs)
-            msg.points = [
-                JointTrajectoryPoint(
-                    positions=values,
-                    time_from_start=Duration(sec=sec, nanosec=int((tfs - sec) * 1e9)),
-                )
-            ]
-            self._cmd_pub.publish(msg)
-        if gripper is not None and self._gripper_pub is not None:
-            self._gripper_pub.publish(Float64MultiArray(data=[gripper / 2, gripper / 2]))
-
     # ------------------------------------------------------------------ diagnostics
     def summary(self, window: bool = True) -> dict[str, float]:
         """Loop statistics in ms (the diagnostics window, or the whole run)."""
-        return self._summarize(self.window if window else self.stats)
-
-    def _summarize(self, src: dict) -> dict[str, float]:
-        periods = np.asarray(src["period"])
-        out: dict[str, float] = {}
-        if len(periods):
-            out["loop_rate_hz"] = float(1.0 / periods.mean())
-            out["period_error_p99_ms"] = float(
-                np.percentile(np.abs(periods - self.period), 99) * 1e3
-            )
-        for key in ("latency", "inference", "state_age"):
-            if len(src[key]):
-                p50, p99 = dds.percentiles(src[key])
-                out[f"{key}_p50_ms"], out[f"{key}_p99_ms"] = p50 * 1e3, p99 * 1e3
-        return out
+        return self.loop_stats.summarize(self.period, window)
 
     def _publish_diagnostics(self) -> None:
         if self._diag_pub is None:
             return
-        status = DiagnosticStatus(name=f"{self.get_name()}: control loop", hardware_id="manip_rl")
         values = {**self.summary(), **dict(self.counters)}
         values["enabled"] = bool(self.safety is not None and self.safety.enabled)
         values["active"] = self._active
@@ -625,103 +485,16 @@ class PolicyBridge(LifecycleNode):
             values["state_problem"] = self.state_check.detail
         if self._state_time is not None:
             values["state_age_ms"] = (time.perf_counter() - self._state_time) * 1e3
-        status.values = [KeyValue(key=k, value=f"{v}") for k, v in values.items()]
-        status.message = self._status
-        if self._status in (OK, "active, disabled", "inactive"):
-            status.level = DiagnosticStatus.OK
-        else:
-            status.level = DiagnosticStatus.WARN
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(msg)
+        self._diag_pub.publish(
+            loop_stats.diagnostic_array(
+                f"{self.get_name()}: control loop",
+                self._status,
+                values,
+                self.get_clock().now().to_msg(),
+            )
+        )
 
     def write_stats(self, path: str) -> None:
         """Every recorded sample (seconds) and the counters, as JSON."""
-        data = {
-            "control_period_s": self.period,
-            "trigger": self._p("trigger"),
-            "counters": dict(self.counters),
-            "overruns": [list(x) for x in self.overrun_log],  # [perf_counter s, late s]
-            **{f"{k}_s": list(v) for k, v in self.stats.items()},
-        }
+        data = self.loop_stats.to_json(self.period, self._p("trigger"))
         atomic_write_text(path, json.dumps(data))
-
-
-# ---------------------------------------------------------------------- command line
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--policy", help="policy file (default: the shipped PandaReach policy)")
-    p.add_argument(
-        "--params-file",
-        help=f"ROS 2 parameter YAML (default: {dds.SIM_PARAMS.relative_to(dds.REPO_ROOT)}; "
-        "launch/config/robot.yaml for a real arm)",
-    )
-    p.add_argument("--autostart", action="store_true", help="configure and activate on start")
-    dds.add_realtime_arguments(p)
-    p.add_argument(
-        "--ros-args",
-        dest="ros_args",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="further ROS 2 arguments, e.g. --ros-args -p control_rate:=25.0",
-    )
-
-
-def ros_arguments(args: argparse.Namespace, default_params: Path) -> list[str]:
-    """The rclpy argument list a node is started with (what a launch file would pass)."""
-    params = args.params_file or (str(default_params) if default_params.is_file() else None)
-    out = ["--ros-args"]
-    if params:
-        if not Path(params).is_file():
-            raise SystemExit(f"parameter file {params} does not exist (--params-file)")
-        out += ["--params-file", str(params)]
-    if getattr(args, "policy", None):
-        if not Path(args.policy).is_file():
-            raise SystemExit(f"policy file {args.policy} does not exist (--policy)")
-        out += ["-p", f"policy:={Path(args.policy).resolve()}"]
-    if getattr(args, "autostart", False):
-        out += ["-p", "autostart:=true"]
-    extra = [a for a in (args.ros_args or []) if a != "--ros-args"]
-    # A launch file passes `-p policy:=` when its policy argument is left empty: keep the default.
-    i = 0
-    while i < len(extra):
-        if extra[i] == "-p" and i + 1 < len(extra) and extra[i + 1].endswith(":="):
-            del extra[i : i + 2]
-        else:
-            i += 1
-    return out + extra
-
-
-def run(args: argparse.Namespace) -> int:
-    ros_args = ros_arguments(args, dds.SIM_PARAMS)
-    messages = dds.apply_realtime_arguments(args)
-    rclpy.init(args=["manip-rl-serve", *ros_args])
-    dds.stop_on_sigterm()
-    node = None
-    code = 0
-    try:
-        node = PolicyBridge()
-        for message in messages:
-            node.get_logger().info(message)
-        if node.get_parameter("autostart").value and not node.start_autostart():
-            # An operator who asked for autostart expects a serving bridge or an exit that says
-            # why, not an unconfigured node sitting there.
-            print(
-                f"manip-rl serve: configure failed, exiting: {node.configure_error}",
-                file=sys.stderr,
-            )
-            code = 2
-        else:
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            stats_path = node.get_parameter("stats_path").value
-            if stats_path:
-                node.write_stats(stats_path)
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return code

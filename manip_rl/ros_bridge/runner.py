@@ -149,6 +149,21 @@ class PolicyRunner:
         """Start a new episode: the previous action is zero, as after an env reset."""
         self.prev_action = np.zeros(self.spec.dim)
 
+    def dry_run(self) -> None:
+        """Build one observation at the home pose (the policy, kinematics and layout agree, or
+        this raises) and call the policy a few times (TorchScript's profiling executor optimizes
+        on the first calls: pay for them here, not in the control loop)."""
+        required = self.joint_map.required
+        home = np.concatenate([self.spec.home, [0.02, 0.02]])[: len(required)]
+        self.observation(
+            self.joint_map.read(required, home, np.zeros(len(required))),
+            np.zeros(3),
+            np.zeros(3) if self.needs_object else None,
+            np.array([1.0, 0, 0, 0]) if self.needs_object else None,
+        )
+        for _ in range(3):
+            self.policy.act(np.zeros(self.policy.obs_dim, dtype=np.float32))
+
     def observation(
         self,
         reading: JointReading,

@@ -3,14 +3,18 @@ ros2_control.
 
 It runs the task's MuJoCo scene (the environments' own scene, goal and object sampling and
 domain randomization: the node drives ``gym.make(env_id, randomization=...)``'s model) in real
-time, one 2 ms physics step per 2 ms of wall time, and
+time, one physics step per model timestep of wall time, and
 
 * publishes ``/joint_states`` (``sensor_msgs/JointState``, default 500 Hz, robot convention,
-  joints ``panda_joint1..7`` and ``panda_finger_joint1/2``) with the randomization's sensor noise
-  and per-episode bias and a sensor latency (``sensor_latency``, s);
+  joints ``panda_joint1..7`` and ``panda_finger_joint1/2``): the env's own sensor reading
+  (:meth:`~manip_rl.envs.base.PandaEnv.read_sensors`: the randomization's sensor noise and
+  per-episode bias) after a sensor latency (``sensor_latency``, s); each finger reads half the
+  measured gripper opening, as the Franka Hand reports its one width;
 * publishes ``~/goal`` (``geometry_msgs/PointStamped``), ``~/object_pose``
-  (``geometry_msgs/PoseStamped``, tasks with a cube) and ``~/success`` (``std_msgs/Bool``: the
-  task's success test on the true state);
+  (``geometry_msgs/PoseStamped``, tasks with a cube: the same reading's object pose) and
+  ``~/success`` (``std_msgs/Bool``: the env's success test,
+  :meth:`~manip_rl.envs.base.PandaEnv.is_success`, on the true state, its history advanced
+  once per control period);
 * accepts ``std_msgs/Float64MultiArray`` on ``/forward_position_controller/commands`` (7 joint
   positions in ``joints`` order, as ros2_control's forward position controller),
   ``trajectory_msgs/JointTrajectory`` on ``/joint_trajectory_controller/joint_trajectory``
@@ -47,6 +51,7 @@ from trajectory_msgs.msg import JointTrajectory
 from manip_rl import policy_io
 from manip_rl.policy_io import PANDA_FINGER_JOINT_NAMES, PANDA_JOINT_NAMES, SIM_JOINT_OFFSETS
 from manip_rl.ros_bridge import dds
+from manip_rl.ros_bridge.bridge_cli import ros_arguments
 
 NODE_NAME = "sim_arm"
 MAX_CATCH_UP_STEPS = 50  # physics steps one timer tick may run to catch up with wall time
@@ -89,6 +94,9 @@ class SimArm(Node):
         u = self.env.unwrapped
         self.u, self.model, self.data, self.ids = u, u.model, u.data, u.ids
         self.dt = float(self.model.opt.timestep)
+        # Physics steps per control period: the env's task history (PandaLift's hold) advances
+        # once per control period, as in env.step.
+        self._substeps = max(1, round(u.control_period / self.dt))
         self.has_object = self.ids.object_body >= 0
         self.sensor_latency = max(0.0, float(p["sensor_latency"]))
         self.actuator_latency = max(0.0, float(p["actuator_latency"]))
@@ -129,30 +137,14 @@ class SimArm(Node):
 
     # ------------------------------------------------------------------ episodes
     def reset_episode(self, seed: int | None = None) -> None:
-        self.env.reset(seed=seed)
-        u = self.u
-        cfg = u.randomization_config
-        self._noise = np.zeros(14)
-        self._bias = np.zeros(14)
-        self._obj_noise = np.zeros(3)
-        self._obj_bias = np.zeros(3)
-        if cfg is not None:
-            self._noise[:7] = cfg.observation_noise.get("joint_pos", 0.0)
-            self._noise[7:] = cfg.observation_noise.get("joint_vel", 0.0)
-            self._obj_noise[:] = cfg.observation_noise.get("object_pos", 0.0)
-            bias = u.randomization_sample.observation_bias
-            if "joint_pos" in bias:
-                self._bias[:7] = bias["joint_pos"]
-            if "joint_vel" in bias:
-                self._bias[7:] = bias["joint_vel"]
-            if "object_pos" in bias:
-                self._obj_bias[:] = bias["object_pos"]
+        self.env.reset(seed=seed)  # the env draws the episode's sensor bias and noise levels
         self._pending: collections.deque = collections.deque()  # (apply_time, kind, value)
         self._trajectory = None  # (t_start, start_ctrl, [(t, positions)...])
         self._history: collections.deque = collections.deque()  # (time, sample)
         now = time.perf_counter()
         self._published = None
         self._t0, self._steps = now, 0
+        self._since_control = 0  # physics steps since the task history last advanced
         self._history.append((now, self._measure()))
         self.episode += 1
 
@@ -276,21 +268,12 @@ class SimArm(Node):
             d.ctrl[ids.arm_actuators] = q - SIM_JOINT_OFFSETS
 
     # ------------------------------------------------------------------ physics and sensing
-    def _measure(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        d, ids = self.data, self.ids
-        v = np.empty(14)
-        v[:7] = d.qpos[ids.arm_qpos] + SIM_JOINT_OFFSETS
-        v[7:] = d.qvel[ids.arm_dof]
-        if self._noise.any():
-            v += self._noise * self._rng.standard_normal(14)
-        v += self._bias
-        fingers = np.concatenate([d.qpos[ids.finger_qpos], d.qvel[ids.finger_dof]])
-        obj = None
-        if self.has_object:
-            o = ids.object_qpos
-            obj = d.qpos[o : o + 7].copy()
-            obj[:3] += self._obj_bias + self._obj_noise * self._rng.standard_normal(3)
-        return v, fingers, obj
+    def _measure(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The env's sensor reading (noise from this node's stream, so the env's episode
+        sampling is the same with or without sim_arm's draws) and the true finger velocities
+        (no sensor field of the policy's)."""
+        reading = self.u.read_sensors(self._rng)
+        return reading, self.data.qvel[self.ids.finger_dof].copy()
 
     def _on_tick(self) -> None:
         now = time.perf_counter()
@@ -304,6 +287,10 @@ class SimArm(Node):
             self._steps += 1
             self._apply_pending(self._t0 + self._steps * self.dt)
             mujoco.mj_step(self.model, self.data)
+            self._since_control += 1
+            if self._since_control == self._substeps:
+                self._since_control = 0
+                self.u.advance_task_state()
         if due:
             self._history.append((self._t0 + self._steps * self.dt, self._measure()))
         # Publish the newest measurement that is at least sensor_latency old (at the joint state
@@ -315,15 +302,17 @@ class SimArm(Node):
             self._publish_joint_state(*self._published)
 
     def _publish_joint_state(self, t: float, sample) -> None:
-        arm, fingers, obj = sample
+        reading, finger_vel = sample
         js = self._js
         # Stamped with the measurement time, as a robot's state interface does.
         age = RosDuration(nanoseconds=int(max(0.0, time.perf_counter() - t) * 1e9))
         js.header.stamp = (self.get_clock().now() - age).to_msg()
-        js.position = [*arm[:7].tolist(), *fingers[:2].tolist()]
-        js.velocity = [*arm[7:].tolist(), *fingers[2:].tolist()]
+        half_opening = 0.5 * float(reading["gripper_opening"][0])
+        js.position = [*reading["joint_pos"].tolist(), half_opening, half_opening]
+        js.velocity = [*reading["joint_vel"].tolist(), *finger_vel.tolist()]
         self.joint_pub.publish(js)
-        self._last_object = obj
+        if self.has_object:
+            self._last_object = (reading["object_pos"], reading["object_quat"])
 
     def _publish_task(self) -> None:
         stamp = self.get_clock().now().to_msg()
@@ -334,20 +323,19 @@ class SimArm(Node):
         if self.object_pub is not None:
             obj = getattr(self, "_last_object", None)
             if obj is not None:
+                pos, quat = obj
                 pose = PoseStamped()
                 pose.header.stamp, pose.header.frame_id = stamp, self.frame
                 p, o = pose.pose.position, pose.pose.orientation
-                p.x, p.y, p.z = (float(x) for x in obj[:3])
-                o.w, o.x, o.y, o.z = (float(x) for x in obj[3:7])
+                p.x, p.y, p.z = (float(x) for x in pos)
+                o.w, o.x, o.y, o.z = (float(x) for x in quat)
                 self.object_pub.publish(pose)
         self.success_pub.publish(Bool(data=self.is_success()))
 
     def is_success(self) -> bool:
-        """The task's success test on the true (noise-free) state."""
-        u = self.u
+        """The env's success test on the true (noise-free) state."""
         mujoco.mj_kinematics(self.model, self.data)  # mj_step leaves positions one step old
-        achieved = u.object_position if self.has_object else u.ee_position
-        return bool(np.linalg.norm(achieved - u.goal) < u.distance_threshold)
+        return self.u.is_success()
 
 
 # ---------------------------------------------------------------------- command line
@@ -368,8 +356,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from manip_rl.ros_bridge.policy_bridge import ros_arguments
-
     ros_args = ros_arguments(args, dds.SIM_PARAMS)
     if args.env_id:
         ros_args += ["-p", f"env_id:={args.env_id}"]
