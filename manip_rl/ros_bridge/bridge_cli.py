@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             executor = SingleThreadedExecutor()
             executor.add_node(node)
-            executor.spin()
+            dds.spin_until_stopped(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

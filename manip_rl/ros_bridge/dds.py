@@ -89,16 +89,34 @@ def stop_node(proc: subprocess.Popen, timeout: float = 10.0) -> int:
     return proc.returncode
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+_stop_requested = False
+
+
+def _request_stop(signum, frame) -> None:
+    global _stop_requested
+    _stop_requested = True
 
 
 def stop_on_sigterm() -> None:
-    """Make SIGTERM stop a node as Ctrl-C does; call after ``rclpy.init``. rclpy's own SIGTERM
-    handler shuts the context down under a spinning executor, which then raised RCLError
-    ("failed to initialize wait set: the given context is not valid") with a traceback; the
-    node's ``finally`` now runs its shutdown in order instead."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    """Make SIGTERM stop a node spun by :func:`spin_until_stopped`; call after ``rclpy.init``.
+
+    rclpy's own SIGTERM handler shut the context down under a spinning executor, which then
+    raised RCLError ("failed to initialize wait set: the given context is not valid"); raising
+    KeyboardInterrupt from the handler instead could land inside rclpy's C++ message take
+    ("Unable to convert call argument"). The handler now only sets a flag, which the spin loop
+    reads between callbacks, and the node's ``finally`` runs its shutdown in order."""
+    global _stop_requested
+    _stop_requested = False
+    signal.signal(signal.SIGTERM, _request_stop)
+
+
+def spin_until_stopped(executor, poll: float = 0.1) -> None:
+    """Spin ``executor`` until SIGTERM (see :func:`stop_on_sigterm`) or its context ends, as
+    ``executor.spin()`` does (one callback per turn), waking at least every ``poll`` seconds."""
+    import rclpy
+
+    while not _stop_requested and rclpy.ok(context=executor.context):
+        executor.spin_once(timeout_sec=poll)
 
 
 def wait_for(predicate, timeout: float, spin=None, poll: float = 0.01) -> bool:
