@@ -351,3 +351,19 @@ def test_grasped_start_zero_leaves_the_episodes_unchanged_and_bad_values_are_ref
     assert not half.unwrapped.is_grasped()
     with pytest.raises(ValueError, match=r"grasped_start=1.5.*\[0, 1\]"):
         gym.make("manip_rl/PandaPickPlaceDense-v0", grasped_start=1.5)
+
+
+def test_a_diverging_physics_state_ends_the_episode_and_says_so():
+    """MuJoCo resets a diverging state to the model's defaults and steps on (seen once in 40
+    shipped-PickPlace episodes on mujoco 4.0.0: "Nan, Inf or huge value in QVEL at DOF 9");
+    the episode must not go on from that silent reset."""
+    env = gym.make("manip_rl/PandaPush-v0")
+    env.reset(seed=0)
+    _, _, terminated, truncated, info = env.step(np.zeros(env.action_space.shape))
+    assert not truncated and "physics_unstable" not in info
+    base = env.unwrapped
+    base.data.qvel[base.ids.object_dof] = 1e12  # beyond MuJoCo's mjMAXVAL: it resets the state
+    _, _, terminated, truncated, info = env.step(np.zeros(env.action_space.shape))
+    assert truncated and not terminated
+    assert info["physics_unstable"] is True and info["is_success"] == 0.0
+    env.close()

@@ -201,7 +201,13 @@ class PandaEnv(gym.Env):
         d.ctrl[ids.arm_actuators] = targets - SIM_JOINT_OFFSETS
         if gripper is not None:
             d.ctrl[ids.finger_actuators] = 0.5 * gripper
+        expected_time = d.time + scene.SUBSTEPS * self.model.opt.timestep
         mujoco.mj_step(self.model, d, nstep=scene.SUBSTEPS)
+        # MuJoCo answers a diverging state (NaN, inf or huge qpos/qvel/qacc) by resetting the
+        # whole state to the model's defaults and stepping on: time jumps back. The rest of
+        # such an episode would be the arm snapping to its zero pose, so the episode ends
+        # here (truncated: not the policy's terminal state) and says why.
+        unstable = d.time < expected_time - 0.5 * self.model.opt.timestep
         # mj_step leaves body positions at the start of the last substep; refresh them so the
         # observation and reward see the state the physics reached (Gymnasium #821).
         mujoco.mj_kinematics(self.model, d)
@@ -227,9 +233,13 @@ class PandaEnv(gym.Env):
         }
         if grasped is not None:
             info["is_grasped"] = grasped
+        if unstable:
+            info["physics_unstable"] = True
+            info["is_success"] = 0.0
         # Manipulation tasks here have no terminal state: the episode ends only by the time
-        # limit in the registration (truncation, never termination; SB3 #633).
-        return obs, reward, False, False, info
+        # limit in the registration (truncation, never termination; SB3 #633), or when the
+        # physics diverged (truncation too).
+        return obs, reward, False, unstable, info
 
     def compute_reward(
         self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any
