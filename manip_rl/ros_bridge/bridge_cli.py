@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             executor = SingleThreadedExecutor()
             executor.add_node(node)
-            dds.spin_until_stopped(executor)
+            dds.spin_until_stopped(executor, node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -110,13 +110,23 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _request_stop)
 
 
-def spin_until_stopped(executor, poll: float = 0.1) -> None:
-    """Spin ``executor`` until SIGTERM (see :func:`stop_on_sigterm`) or its context ends, as
-    ``executor.spin()`` does (one callback per turn), waking at least every ``poll`` seconds."""
+def spin_until_stopped(executor, node, poll: float = 0.1) -> None:
+    """Spin ``executor`` as ``executor.spin()`` does (one callback per turn, no timeout timer
+    made per turn) until SIGTERM (see :func:`stop_on_sigterm`) or the context's shutdown (Ctrl-C).
+    A do-nothing timer on ``node`` wakes the wait at least every ``poll`` seconds, so a SIGTERM
+    is seen by an idle node too."""
     import rclpy
 
+    node.create_timer(poll, lambda: None)
     while not _stop_requested and rclpy.ok(context=executor.context):
-        executor.spin_once(timeout_sec=poll)
+        try:
+            executor.spin_once()
+        except Exception:
+            # Ctrl-C shuts the context down from rclpy's signal handler, possibly mid-wait
+            # ("failed to initialize wait set: the given context is not valid"): that is a stop.
+            if rclpy.ok(context=executor.context):
+                raise
+            break
 
 
 def wait_for(predicate, timeout: float, spin=None, poll: float = 0.01) -> bool:

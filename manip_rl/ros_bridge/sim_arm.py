@@ -369,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
             node.get_logger().info(message)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        dds.spin_until_stopped(executor)
+        dds.spin_until_stopped(executor, node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
