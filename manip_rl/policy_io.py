@@ -29,7 +29,6 @@ import numpy as np
 
 from manip_rl.robots import PANDA
 from manip_rl.robots.franka import SIM_MODEL_LOWER, SIM_MODEL_UPPER
-from manip_rl.robots.kinematics import Kinematics
 
 PANDA_JOINT_NAMES: tuple[str, ...] = PANDA.joint_names
 PANDA_FINGER_JOINT_NAMES: tuple[str, ...] = PANDA.finger_joint_names
@@ -470,11 +469,3 @@ def damped_least_squares(jac: np.ndarray, dx: np.ndarray, damping: float = 0.05)
     """Joint displacement dq minimising |J dq - dx|^2 + damping^2 |dq|^2."""
     jjt = jac @ jac.T + (damping**2) * np.eye(jac.shape[0])
     return jac.T @ np.linalg.solve(jjt, dx)
-
-
-class PandaKinematics(Kinematics):
-    """Forward kinematics of the Panda (kept for callers of the old name; see
-    :class:`manip_rl.robots.kinematics.Kinematics`)."""
-
-    def __init__(self) -> None:
-        super().__init__(PANDA)

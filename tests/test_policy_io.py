@@ -13,9 +13,9 @@ from manip_rl.policy_io import (
     PANDA_JOINT_LOWER,
     PANDA_JOINT_UPPER,
     SIM_JOINT_OFFSETS,
-    PandaKinematics,
     Sensors,
 )
+from manip_rl.robots.kinematics import Kinematics
 
 
 def test_policy_io_imports_numpy_only():
@@ -37,7 +37,7 @@ def test_policy_io_imports_numpy_only():
 
 
 def test_home_pose_points_the_hand_down_in_the_franka_convention():
-    kin = PandaKinematics()
+    kin = Kinematics()
     pos, rot = kin.ee_pose(PANDA_HOME)
     # Franka's ready pose: TCP about 0.3 m in front of the base, tool z axis pointing down, and
     # the fingers opening along the base y axis (which pins the joint-7 offset).
@@ -137,7 +137,7 @@ def test_action_spec_round_trips_through_json():
 
 
 def test_ee_delta_mapping_moves_the_tcp_along_the_command():
-    kin = PandaKinematics()
+    kin = Kinematics()
     spec = policy_io.make_action_spec("ee_delta")
     start = kin.ee_pos(PANDA_HOME)
     targets, _ = policy_io.action_to_joint_targets(
@@ -153,7 +153,7 @@ def test_ee_delta_mapping_moves_the_tcp_along_the_command():
 
 
 def test_ee_delta_never_commands_the_tcp_below_its_floor():
-    kin = PandaKinematics()
+    kin = Kinematics()
     spec = policy_io.make_action_spec("ee_delta")
     jac = kin.ee_jacobian(PANDA_HOME)
     start = kin.ee_pos(PANDA_HOME)
@@ -175,7 +175,7 @@ def test_ee_delta_never_commands_the_tcp_below_its_floor():
 
 
 def test_ee_delta_posture_pull_moves_joints_home_without_moving_the_tcp():
-    kin = PandaKinematics()
+    kin = Kinematics()
     spec = policy_io.make_action_spec("ee_delta")
     assert spec.ee_posture_gain == policy_io.EE_POSTURE_GAIN > 0
     q = PANDA_HOME + np.array([0.3, -0.2, 0.25, 0.2, -0.3, 0.2, 0.4])

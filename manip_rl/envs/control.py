@@ -14,7 +14,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from manip_rl import policy_io
-from manip_rl.policy_io import ActionSpec, ObsLayout, PandaKinematics
+from manip_rl.policy_io import ActionSpec, ObsLayout
+from manip_rl.robots.kinematics import Kinematics
 
 # The TCP (Franka's nominal, 10.34 cm past the flange) sits about 5 cm above the fingertips of
 # gymnasium-robotics' finger geometry, so pushing heights are TCP heights over the cube centre.
@@ -31,7 +32,7 @@ class CartesianController:
 
     def __init__(self, spec: ActionSpec, layout: ObsLayout, gain: float = 1.0) -> None:
         self.spec, self.layout, self.gain = spec, layout, gain
-        self.kin = PandaKinematics()
+        self.kin = Kinematics()
         self.slices = layout.slices()
         _, self.down = self.kin.ee_pose(policy_io.PANDA_HOME)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from manip_rl import policy_io
 from manip_rl.policy_io import PANDA_FINGER_JOINT_NAMES, ActionSpec, ObsLayout, Sensors
+from manip_rl.robots.kinematics import Kinematics
 
 
 class Policy(Protocol):
@@ -139,7 +140,7 @@ class PolicyRunner:
         names = {f.name for f in self.layout.observation}
         self.needs_object = "object_pos" in names or self.layout.achieved_goal.name == "object_pos"
         if kinematics is None:
-            kinematics = policy_io.PandaKinematics()
+            kinematics = Kinematics()
         self.kinematics = kinematics
         fingers = PANDA_FINGER_JOINT_NAMES if self.spec.gripper else ()
         self.joint_map = JointMap(self.spec.joint_names, fingers)
