@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from manip_rl import policy_io
+from manip_rl.robots import PANDA
 from manip_rl.ros_bridge.safety import (
     DISABLED,
     HOLD_NONFINITE,
@@ -62,16 +63,16 @@ def test_joint_limit_clamp_is_applied_last():
 
 def test_limit_margin_tightens_the_policy_limits():
     spec = policy_io.make_action_spec()
-    cfg = SafetyConfig.from_action_spec(spec, PERIOD, max_joint_speed=100.0, limit_margin=0.05)
+    cfg = SafetyConfig.for_robot(PANDA, spec, PERIOD, max_joint_speed=100.0, limit_margin=0.05)
     np.testing.assert_allclose(cfg.upper, spec.upper - 0.05)
     f = SafetyFilter(cfg)
     f.enable()
     d = f.filter(spec.upper, spec.upper, state_age=0.0)
     np.testing.assert_allclose(d.joints, spec.upper - 0.05)
     with pytest.raises(ValueError, match="joint_limit_margin"):
-        SafetyConfig.from_action_spec(spec, PERIOD, limit_margin=-0.1)
+        SafetyConfig.for_robot(PANDA, spec, PERIOD, limit_margin=-0.1)
     with pytest.raises(ValueError, match="empty"):
-        SafetyConfig.from_action_spec(spec, PERIOD, limit_margin=3.0)
+        SafetyConfig.for_robot(PANDA, spec, PERIOD, limit_margin=3.0)
 
 
 def test_rate_limit_from_measured_then_from_last_command():

@@ -112,6 +112,10 @@ class StateCheck:
         self.config = config
         self.joint_map = joint_map
         self._names = joint_map.arm_joints
+        # The bounds every reading is compared with, made once rather than per reading.
+        self._low = config.lower - config.tolerance
+        self._high = config.upper + config.tolerance
+        self._max_speed = config.speed_margin * config.velocity
         self.reset()
 
     def reset(self) -> None:
@@ -142,7 +146,7 @@ class StateCheck:
         if not reading.is_finite():
             return self._reject(HOLD_NONFINITE, "the joint state has a NaN or infinite value")
         q = reading.position
-        outside = (q < cfg.lower - cfg.tolerance) | (q > cfg.upper + cfg.tolerance)
+        outside = (q < self._low) | (q > self._high)
         if outside.any():
             j = int(np.flatnonzero(outside)[0])
             return self._reject(
@@ -153,7 +157,7 @@ class StateCheck:
             )
         if self._ref is not None:
             elapsed = max(0.0, t - self._ref_time)
-            allowed = cfg.speed_margin * cfg.velocity * elapsed + cfg.tolerance
+            allowed = self._max_speed * elapsed + cfg.tolerance
             moved = np.abs(q - self._ref)
             jump = moved > allowed
             if jump.any():

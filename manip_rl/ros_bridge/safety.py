@@ -114,29 +114,6 @@ class SafetyConfig:
             raise ValueError("safety state_timeout must be > 0 seconds")
 
     @classmethod
-    def from_action_spec(
-        cls,
-        spec: ActionSpec,
-        control_period: float,
-        max_joint_speed: float = 2.0,
-        limit_margin: float = 0.0,
-        ramp_time: float = 1.0,
-        state_timeout: float = 0.1,
-    ) -> SafetyConfig:
-        """Limits from a policy's action spec (``lower``/``upper`` tightened by ``limit_margin``
-        rad) and a joint speed limit in rad/s turned into a per-step change."""
-        if not (math.isfinite(limit_margin) and limit_margin >= 0):
-            raise ValueError(f"joint_limit_margin must be >= 0 rad, got {limit_margin!r}")
-        return cls(
-            lower=np.asarray(spec.lower, dtype=np.float64) + limit_margin,
-            upper=np.asarray(spec.upper, dtype=np.float64) - limit_margin,
-            max_step=float(max_joint_speed) * float(control_period),
-            control_period=float(control_period),
-            ramp_time=float(ramp_time),
-            state_timeout=float(state_timeout),
-        )
-
-    @classmethod
     def for_robot(
         cls,
         robot: RobotDescription,
