@@ -77,7 +77,9 @@ class EnvGroup:
     def reset(self, seeds_options: list[tuple[int | None, dict | None]]) -> tuple:
         obs_list = []
         for i, (env, (seed, options)) in enumerate(zip(self.envs, seeds_options, strict=True)):
-            obs, self.reset_infos[i] = env.reset(seed=seed, **({"options": options} if options else {}))
+            obs, self.reset_infos[i] = env.reset(
+                seed=seed, **({"options": options} if options else {})
+            )
             obs_list.append(obs)
         return _stack_obs(obs_list, self.spaces[0]), list(self.reset_infos)
 
@@ -165,9 +167,7 @@ class RayVecEnv(VecEnv):
         ray.kill(self.actors[group], no_restart=True)
         self.replacements += 1
         chunk = self.chunks[group]
-        seeds = [
-            (self._base_seed + _RESEED_STRIDE * self.replacements + i, None) for i in chunk
-        ]
+        seeds = [(self._base_seed + _RESEED_STRIDE * self.replacements + i, None) for i in chunk]
         deadline = time.monotonic() + _REPLACE_TIMEOUT_S
         while True:
             actor = self._actor_cls.remote(self._fns[group])

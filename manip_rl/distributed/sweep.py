@@ -75,7 +75,9 @@ def _parse_seeds(text: str) -> list[int]:
         else:
             seeds = list(range(int(text)))
     except ValueError:
-        raise SweepError(f"--seeds {text!r}: use a list such as 0,1,2 or a count such as 3") from None
+        raise SweepError(
+            f"--seeds {text!r}: use a list such as 0,1,2 or a count such as 3"
+        ) from None
     if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
         raise SweepError(f"--seeds {text!r}: give distinct seeds >= 0 (or a count >= 1)")
     return seeds
@@ -89,7 +91,11 @@ def _key(item: str, flag: str) -> tuple[str, str]:
     if key.split(".")[0] not in cfgmod.TOP_KEYS or key == "seed":
         raise SweepError(
             f"{flag} {key!r}: not a configuration key to vary"
-            + (" (seeds go in --seeds)" if key == "seed" else f"; keys: {', '.join(cfgmod.TOP_KEYS)}")
+            + (
+                " (seeds go in --seeds)"
+                if key == "seed"
+                else f"; keys: {', '.join(cfgmod.TOP_KEYS)}"
+            )
         )
     return key, raw
 
@@ -115,7 +121,9 @@ def _parse_search(items: list[str]) -> dict[str, list]:
                              f"{', '.join(DISTRIBUTIONS)}, e.g. {key}=loguniform:1e-5:1e-3")  # fmt: skip
         try:
             if dist == "choice":
-                vals = [cfgmod.apply_overrides({"x": None}, [f"x={v}"])["x"] for v in args.split(",")]
+                vals = [
+                    cfgmod.apply_overrides({"x": None}, [f"x={v}"])["x"] for v in args.split(",")
+                ]
             else:
                 lo, hi = (float(x) for x in args.split(":"))
                 if not lo < hi or (dist == "loguniform" and lo <= 0):
@@ -154,7 +162,7 @@ def make_spec(args: argparse.Namespace, sweep_dir: str) -> dict:
             trial_config(cfg, {"seed": seeds[0], **dict(zip(grid, values, strict=True))})
         except cfgmod.ConfigError as e:
             raise SweepError(f"--grid {dict(zip(grid, values, strict=True))}: {e}") from None
-    for key, (dist, vals) in search.items():
+    for key, (_, vals) in search.items():
         try:
             trial_config(cfg, {key: vals[0]})
         except cfgmod.ConfigError as e:
@@ -179,17 +187,24 @@ def param_space(spec: dict) -> dict:
 
     if spec["search"]:
         space: dict[str, Any] = {"seed": spec["seeds"][0]}
-        for key, (dist, (a, *rest)) in spec["search"].items():
-            space[key] = {
-                "uniform": lambda: tune.uniform(a, rest[0]),
-                "loguniform": lambda: tune.loguniform(a, rest[0]),
-                "int": lambda: tune.randint(a, rest[0] + 1),
-                "choice": lambda: tune.choice([a, *rest]),
-            }[dist]()
+        for key, (dist, vals) in spec["search"].items():
+            space[key] = _distribution(dist, vals)
         return space
     space = {"seed": tune.grid_search(spec["seeds"])}
     space.update({k: tune.grid_search(v) for k, v in spec["grid"].items()})
     return space
+
+
+def _distribution(dist: str, vals: list):
+    from ray import tune
+
+    if dist == "uniform":
+        return tune.uniform(vals[0], vals[1])
+    if dist == "loguniform":
+        return tune.loguniform(vals[0], vals[1])
+    if dist == "int":
+        return tune.randint(vals[0], vals[1] + 1)  # randint's upper bound is exclusive
+    return tune.choice(vals)
 
 
 # ------------------------------------------------------------------------------------ running
@@ -268,7 +283,9 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             os.makedirs(spec["sweep_dir"], exist_ok=True)
-            atomic_write_text(os.path.join(spec["sweep_dir"], SPEC_FILE), json.dumps(spec, indent=1))
+            atomic_write_text(
+                os.path.join(spec["sweep_dir"], SPEC_FILE), json.dumps(spec, indent=1)
+            )
             t = tuner(spec, progress=not args.no_progress)
         results = t.fit()
     finally:

@@ -99,7 +99,11 @@ def table(rows: list[dict], metric: str, level: float) -> str:
     lines = [head, "|---|---|---|---|---|---|---|"]
     for r in rows:
         params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "(base)"
-        ci = "n/a (1 seed)" if math.isnan(r["ci_low"]) else f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+        ci = (
+            "n/a (1 seed)"
+            if math.isnan(r["ci_low"])
+            else f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+        )
         reach = "—" if not r["reached"] else f"{r['steps_to_level']:.0f}"
         lines.append(
             f"| {params} | {r['seeds']} | {r['steps']} | {r['mean']:.2f} | {ci} | "
