@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARK = "RAY_BODY_RESULT "
 
 
-def run_body(script: str, out_dir: str, timeout: float) -> dict:
+def run_body(script: str, out_dir: str, timeout: float, *args: str) -> dict:
     """Run ``tests/<script>`` in a fresh loopback-only namespace; its result dict (the body
     prints ``RAY_BODY_RESULT {json}``). Ray's files go to a short private temp dir (Unix socket
     paths are limited to 107 bytes), removed afterwards."""
@@ -29,7 +29,9 @@ def run_body(script: str, out_dir: str, timeout: float) -> dict:
     ray_tmp = tempfile.mkdtemp(prefix="mrl", dir="/tmp")
     env = {**os.environ, "PYTHONPATH": ROOT, "RAY_TMPDIR": ray_tmp, "RAY_DEDUP_LOGS": "0"}
     env.pop("RAY_ADDRESS", None)
-    argv = in_loopback_namespace([sys.executable, os.path.join(ROOT, "tests", script), out_dir])
+    argv = in_loopback_namespace(
+        [sys.executable, os.path.join(ROOT, "tests", script), out_dir, *args]
+    )
     try:
         r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
     finally:

@@ -23,6 +23,8 @@ import os
 import time
 from typing import Any
 
+import yaml
+
 from manip_rl.fileio import atomic_write_text
 from manip_rl.policies import config as cfgmod
 
@@ -42,10 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a base configuration value for every trial; repeatable")  # fmt: skip
     p.add_argument("--timesteps", type=int, help="total_timesteps of every trial")
-    p.add_argument("--seeds", default="0",
-                   help="seeds: a list 0,1,2 or a count N (0..N-1); default 0")  # fmt: skip
+    p.add_argument("--seeds", default="0", help="the seeds, a list such as 0,1,2 (default 0)")
+    p.add_argument("--n-seeds", type=int, help="seeds 0..N-1 (instead of --seeds)")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                   help="a config key and its values (YAML), crossed with the seeds; repeatable")  # fmt: skip
+                   help="a config key and its values (YAML, split on , or on ; where lists need the "
+                        "commas), crossed with the seeds; repeatable")  # fmt: skip
     p.add_argument("--search", action="append", default=[], metavar="KEY=DIST:ARGS",
                    help="Optuna search over KEY: uniform:LO:HI, loguniform:LO:HI, int:LO:HI or "
                         "choice:A,B,C; repeatable (with one seed)")  # fmt: skip
@@ -68,18 +71,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------------------------ spec
-def _parse_seeds(text: str) -> list[int]:
+def _parse_seeds(text: str, count: int | None) -> list[int]:
+    if count is not None:
+        if count < 1:
+            raise SweepError(f"--n-seeds {count}: use 1 or more")
+        return list(range(count))
     try:
-        if "," in text:
-            seeds = [int(s) for s in text.split(",") if s.strip()]
-        else:
-            seeds = list(range(int(text)))
+        seeds = [int(s) for s in str(text).split(",") if s.strip()]
     except ValueError:
-        raise SweepError(
-            f"--seeds {text!r}: use a list such as 0,1,2 or a count such as 3"
-        ) from None
+        raise SweepError(f"--seeds {text!r}: use a list of integers such as 0,1,2") from None
     if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise SweepError(f"--seeds {text!r}: give distinct seeds >= 0 (or a count >= 1)")
+        raise SweepError(f"--seeds {text!r}: give distinct seeds >= 0, e.g. 0,1,2")
     return seeds
 
 
@@ -100,11 +102,26 @@ def _key(item: str, flag: str) -> tuple[str, str]:
     return key, raw
 
 
+def _value(raw: str) -> Any:
+    """A --grid/--search value read as YAML (``1e-4`` as a number, ``[64,64]`` as a list)."""
+    try:
+        v = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise SweepError(f"{raw!r} is not a valid YAML value ({e})") from None
+    if isinstance(v, str):  # YAML 1.1 reads 1e-4 as a string
+        try:
+            return float(v)
+        except ValueError:
+            pass
+    return v
+
+
 def _parse_grid(items: list[str]) -> dict[str, list]:
     grid = {}
     for item in items:
         key, raw = _key(item, "--grid")
-        values = [cfgmod.apply_overrides({"x": None}, [f"x={v}"])["x"] for v in raw.split(",")]
+        # Values are split on ";" when there is one (lists: net_arch=[64,64];[256,256]).
+        values = [_value(v) for v in raw.split(";" if ";" in raw else ",")]
         if not raw.strip() or len(values) < 1:
             raise SweepError(f"--grid {item!r}: give one or more values, e.g. {key}=1e-4,3e-4")
         grid[key] = values
@@ -121,9 +138,7 @@ def _parse_search(items: list[str]) -> dict[str, list]:
                              f"{', '.join(DISTRIBUTIONS)}, e.g. {key}=loguniform:1e-5:1e-3")  # fmt: skip
         try:
             if dist == "choice":
-                vals = [
-                    cfgmod.apply_overrides({"x": None}, [f"x={v}"])["x"] for v in args.split(",")
-                ]
+                vals = [_value(v) for v in args.split(",")]
             else:
                 lo, hi = (float(x) for x in args.split(":"))
                 if not lo < hi or (dist == "loguniform" and lo <= 0):
@@ -144,7 +159,7 @@ def make_spec(args: argparse.Namespace, sweep_dir: str) -> dict:
     if args.timesteps:
         cfg["total_timesteps"] = args.timesteps
     cfg = cfgmod.validate(cfgmod.apply_overrides(cfg, args.overrides))
-    seeds = _parse_seeds(args.seeds)
+    seeds = _parse_seeds(args.seeds, args.n_seeds)
     grid, search = _parse_grid(args.grid), _parse_search(args.search)
     if search and len(seeds) > 1:
         raise SweepError("--search runs one seed per sample: give one --seeds value, or use "
