@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 from ray_netns import run_body
 
+pytestmark = pytest.mark.ray
+
 
 @pytest.fixture(scope="module")
 def body(tmp_path_factory) -> dict:

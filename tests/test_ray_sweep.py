@@ -12,6 +12,8 @@ from ray_netns import run_body
 
 from manip_rl.distributed import sweep, sweep_report
 
+pytestmark = pytest.mark.ray
+
 
 @pytest.fixture(scope="module")
 def body(tmp_path_factory) -> dict:
