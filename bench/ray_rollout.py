@@ -140,7 +140,53 @@ def main() -> None:
             "envs_per_actor": per_actor,
         },
     }
+    out["scaling_estimate"] = scaling(out, med["ray"] * args.n_envs / args.workers)
     print(json.dumps(out, indent=1))
+
+
+def scaling(
+    m: dict,
+    env_steps_per_actor_s: float,
+    cores: int = 16,
+    envs: int = 4,
+    rtt_ms: float = 0.1,
+    gbit_s: float = 10.0,
+    policy_ms: float = 2.0,
+) -> dict:
+    """On paper: vec steps per second of one run over N nodes of ``cores`` actors with ``envs``
+    envs each. A step costs the slowest actor's envs (measured rate here), the network round trip,
+    the driver's serial cost per actor call (measured) times the actors, the step's bytes over the
+    driver's link, and the policy's forward pass on the driver (``policy_ms``, batch of all envs)."""
+    b = m["bytes_per_actor_step"]
+    per_env_bytes = (b["actions"] + b["returned"]) / b["envs_per_actor"]
+    call_ms = m["driver_ms_per_actor_call"]
+    out = {"assumed": {"cores_per_node": cores, "envs_per_actor": envs, "rtt_ms": rtt_ms,
+                       "driver_link_gbit_s": gbit_s, "policy_ms": policy_ms}}  # fmt: skip
+    for nodes in (8, 32, 128):
+        actors = nodes * cores
+        env_ms = 1e3 * envs / env_steps_per_actor_s
+        driver_ms = actors * call_ms
+        wire_ms = actors * envs * per_env_bytes * 8 / (gbit_s * 1e9) * 1e3
+        step_ms = env_ms + rtt_ms + driver_ms + wire_ms + policy_ms
+        out[f"{nodes}_nodes"] = {
+            "actors": actors,
+            "env_steps_per_s": round(actors * envs / step_ms * 1e3),
+            "ms": {
+                "envs": round(env_ms, 2),
+                "driver_calls": round(driver_ms, 1),
+                "wire": round(wire_ms, 2),
+                "rtt": rtt_ms,
+                "policy": policy_ms,
+            },  # fmt: skip
+            "limit": max(
+                ("envs", env_ms),
+                ("driver calls", driver_ms),
+                ("wire", wire_ms),
+                ("policy", policy_ms),
+                key=lambda kv: kv[1],
+            )[0],  # fmt: skip
+        }
+    return out
 
 
 if __name__ == "__main__":
