@@ -314,8 +314,12 @@ def run(args: argparse.Namespace) -> int:
     text, _ = write_summary(spec["sweep_dir"], spec["metric"], spec["success_level"])
     print(text)
     errors = [r for r in results if r.error is not None]
-    print(f"{spec['sweep_dir']}: {len(results)} trials, {len(errors)} failed; summary.md, "
-          "success.png")  # fmt: skip
+    unfinished = [r for r in results if r.error is None and not (r.metrics or {}).get("done")]
+    print(f"{spec['sweep_dir']}: {len(results)} trials, {len(errors)} failed, "
+          f"{len(unfinished)} unfinished; summary.md, success.png")  # fmt: skip
+    if errors or unfinished:
+        print(f"continue it with `manip-rl sweep --resume {spec['sweep_dir']}` (each trial "
+              "resumes from its run's last checkpoint)")  # fmt: skip
     return 1 if errors else 0
 
 
