@@ -35,7 +35,8 @@ def require_loopback_only(what: str) -> None:
 
 
 def in_loopback_namespace(argv: Sequence[str]) -> list[str]:
-    """``argv`` wrapped to run inside a new network namespace with only ``lo`` (up).
+    """``argv`` wrapped to run inside a new network namespace with only ``lo`` (up), in a PID
+    namespace of its own.
 
     Raises RuntimeError, never falls back to the host network, when ``unshare`` or ``ip`` is
     missing."""
@@ -45,8 +46,11 @@ def in_loopback_namespace(argv: Sequence[str]) -> list[str]:
                 f"{tool!r} is not installed: the Ray tests run only inside a loopback-only "
                 "network namespace (apt-get install util-linux iproute2)"
             )
-    inner = "ip link set lo up && exec " + " ".join(shlex.quote(a) for a in argv)
-    return ["unshare", "-n", "sh", "-c", inner]
+    inner = "ip link set lo up && " + " ".join(shlex.quote(a) for a in argv)
+    # Also a PID namespace (-p -f --mount-proc): when its first process (sh) ends or is killed
+    # (--kill-child), the kernel ends every process left in it, so a failed body leaves no Ray
+    # process behind (nor one holding the caller's pipes open).
+    return ["unshare", "-n", "-p", "-f", "--mount-proc", "--kill-child", "sh", "-c", inner]
 
 
 def probe() -> None:
