@@ -27,6 +27,7 @@ import yaml
 
 from manip_rl.fileio import atomic_write_text
 from manip_rl.policies import config as cfgmod
+from manip_rl.policies.algorithms import ALGORITHMS
 
 SPEC_FILE = "sweep.json"
 TUNE_DIR = "tune"
@@ -39,7 +40,7 @@ class SweepError(ValueError):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="PandaReach", help="a task or env id (default PandaReach)")
-    p.add_argument("--algo", default="ppo", help="algorithm (default ppo)")
+    p.add_argument("--algo", default="ppo", choices=ALGORITHMS, help="algorithm (default ppo)")
     p.add_argument("--config", help="a YAML file merged over the shipped configuration")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a base configuration value for every trial; repeatable")  # fmt: skip
