@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "envs": ("manip_rl.envs.listing", "list the registered environments and their spaces"),
     "train": ("manip_rl.policies.train", "train a policy (PPO by default) on a task"),
+    "sweep": (
+        "manip_rl.distributed.sweep",
+        "runs over seeds and hyperparameters on Ray Tune (grid or Optuna), summary and plot",
+    ),
     "eval": ("manip_rl.policies.evaluate", "success rate of a run with a 95%% interval"),
     "video": ("manip_rl.policies.video", "MP4/GIF of a run's policy"),
     "plot": ("manip_rl.policies.plot", "learning curves of one or more runs as PNG"),
@@ -56,7 +60,7 @@ def _load(name: str):
             ) from e
         raise SystemExit(
             f"manip-rl {name}: a dependency is missing ({e.name}); install the project with "
-            f"`pip install -e .[ros,onnx]` (see README)"
+            f"`pip install -e .[ros,onnx,ray]` (see README)"
         ) from e
 
 

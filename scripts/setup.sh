@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything manip_rl needs on a fresh Debian machine with Python 3.11: the system
 # library for offscreen rendering, a virtual environment in .venv, and the project with its
-# ROS 2, ONNX and development extras. Safe to run again; it only installs what is missing.
+# ROS 2, ONNX, Ray and development extras. Safe to run again; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +19,7 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 .venv/bin/python -m pip install -q --upgrade pip
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[ros,onnx,dev]"
+.venv/bin/python -m pip install -q -e ".[ros,onnx,ray,dev]"
 # Upgrading a venv from the monolithic mujoco 3.x to 4.x (mujoco + mujoco-core) leaves the new
 # bindings half-removed by the old package's uninstall; reinstalling the three repairs it.
 if ! .venv/bin/python -c "import mujoco" 2>/dev/null; then

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 from typing import Any
 
 from manip_rl.policies import config as cfgmod
@@ -52,7 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--vec-env",
         choices=cfgmod.VEC_ENVS,
         help="chunked: a worker process per CPU stepping several envs; subproc: a process per "
-        "env (SB3's SubprocVecEnv); dummy: all in the training process",
+        "env (SB3's SubprocVecEnv); dummy: all in the training process; ray: Ray actors on "
+        "the cluster at RAY_ADDRESS, else on an embedded local Ray (docs/distributed.md)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -198,6 +200,10 @@ def make_vec_env(cfg: dict, seed: int, wrap: Any = None):
     ]  # train_env_kwargs: training aids (evaluations build their envs without them)
     if wrap is not None:  # ADR: each env draws its episodes from the current ADR ranges
         fns = [wrap(f) for f in fns]
+    if cfg["vec_env"] == "ray":  # every n_envs: even one env may run on another node
+        from manip_rl.distributed.ray_vec_env import RayVecEnv
+
+        return RayVecEnv(fns, n_workers=cfg.get("n_workers"), seed=seed)
     if cfg["vec_env"] == "chunked" and cfg["n_envs"] > 1:
         from manip_rl.policies.vec_env import ChunkedSubprocVecEnv
 
@@ -207,9 +213,16 @@ def make_vec_env(cfg: dict, seed: int, wrap: Any = None):
     return DummyVecEnv(fns)
 
 
-def train(path: str, cfg: dict, progress: bool = True, resume_from: dict | None = None) -> None:
+def train(
+    path: str,
+    cfg: dict,
+    progress: bool = True,
+    resume_from: dict | None = None,
+    extra_callbacks: list | None = None,
+) -> None:
     """Train the run at ``path`` (its config.yaml already written) with ``cfg``, from scratch or
-    from the checkpoint ``resume_from`` (``latest.json``'s entry). ``cfg`` is checked first."""
+    from the checkpoint ``resume_from`` (``latest.json``'s entry). ``cfg`` is checked first.
+    ``extra_callbacks``: SB3 callbacks run after the run's own (a sweep reports through one)."""
     cfg = cfgmod.validate(cfg)
     import torch
     from stable_baselines3.common.logger import configure
@@ -265,9 +278,12 @@ def train(path: str, cfg: dict, progress: bool = True, resume_from: dict | None 
     callbacks = [cb, UpdateThreads.for_config(cfg)]
     if adr_cb is not None:
         callbacks.append(adr_cb)
+    callbacks += extra_callbacks or []
     remaining = cfg["total_timesteps"] - done_steps
     # SIGTERM (a scheduler's stop) ends training like Ctrl-C: with a checkpoint.
-    old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Only the main thread may set a handler (a Ray Tune trial trains in another thread).
+    in_main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
     try:
         if remaining > 0:
             model.learn(
@@ -284,7 +300,8 @@ def train(path: str, cfg: dict, progress: bool = True, resume_from: dict | None 
               f"`manip-rl train --resume {path}`")  # fmt: skip
         raise SystemExit(130) from None
     finally:
-        signal.signal(signal.SIGTERM, old)
+        if in_main:
+            signal.signal(signal.SIGTERM, old)
     cb.finish()
     venv.close()
 

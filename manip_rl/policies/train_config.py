@@ -26,8 +26,9 @@ ACTION_MODES: Final = ("joint_delta", "ee_delta")
 POLICIES: Final = ("MlpPolicy", "MultiInputPolicy")
 ACTIVATIONS: Final = ("tanh", "relu", "elu")
 # chunked: one worker process per CPU, each stepping several envs (manip_rl.policies.vec_env);
-# subproc: SB3's SubprocVecEnv, one process per env; dummy: all envs in the training process.
-VEC_ENVS: Final = ("chunked", "subproc", "dummy")
+# subproc: SB3's SubprocVecEnv, one process per env; dummy: all envs in the training process;
+# ray: groups of envs in Ray actors on any node of a cluster (manip_rl.distributed.ray_vec_env).
+VEC_ENVS: Final = ("chunked", "subproc", "dummy", "ray")
 RANDOMIZATION_PRESETS: Final = ("default", "none")
 
 
@@ -81,9 +82,10 @@ class TrainConfig:
     seed: int = 0
     """Random seed of the model and of the envs (env i gets seed + i); >= 0."""
     vec_env: str = "subproc"
-    """chunked (a worker process per CPU), subproc (a process per env) or dummy (in-process)."""
+    """chunked (a worker process per CPU), subproc (a process per env), dummy (in-process) or
+    ray (Ray actors on a cluster: RAY_ADDRESS, else an embedded local Ray)."""
     n_workers: int | None = None
-    """chunked only: worker processes (None: one per CPU)."""
+    """chunked: worker processes; ray: actors (None: one per CPU, of the cluster for ray)."""
     policy: str = "MlpPolicy"
     """SB3 policy: MlpPolicy (flatten_obs: true) or MultiInputPolicy (flatten_obs: false)."""
     policy_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
