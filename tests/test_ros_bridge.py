@@ -115,6 +115,10 @@ class FakeArm:
         self.state_client = self.node.create_client(GetState, "/policy_bridge/get_state")
 
     def _tick(self) -> None:
+        # The goal as perception publishes it: stamped now, in the base frame (the bridge
+        # refuses an old, unstamped or other-frame goal).
+        self._goal.header.stamp = self.node.get_clock().now().to_msg()
+        self._goal.header.frame_id = "panda_link0"
         self._goal_pub.publish(self._goal)
         if not self.publishing:
             return

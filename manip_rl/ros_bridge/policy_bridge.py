@@ -40,19 +40,22 @@ from geometry_msgs.msg import PointStamped, PoseStamped
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
 from std_srvs.srv import SetBool
 
 from manip_rl.fileio import atomic_write_text
 from manip_rl.robots import get_robot
-from manip_rl.ros_bridge import bridge_params, dds, loop_stats
+from manip_rl.ros_bridge import bridge_params, dds, guard_params, loop_stats, operator_safety
 from manip_rl.ros_bridge.bridge_cli import add_arguments, ros_arguments, run
-from manip_rl.ros_bridge.bridge_params import PARAMETERS, RATE_TOLERANCE
+from manip_rl.ros_bridge.bridge_params import RATE_TOLERANCE
 from manip_rl.ros_bridge.commands import CommandOutput
 from manip_rl.ros_bridge.control_clock import ControlClock
+from manip_rl.ros_bridge.gripper import make_gripper
+from manip_rl.ros_bridge.operator_safety import HOLD_WORKSPACE, OperatorGuard
+from manip_rl.ros_bridge.perception import InputGuard, stamp_seconds
 from manip_rl.ros_bridge.plausibility import StateCheck
 from manip_rl.ros_bridge.runner import JointStateError, PolicyRunner
 from manip_rl.ros_bridge.safety import (
-    HOLD_NONFINITE,
     OK,
     SafetyFilter,
     bridge_control_period,
@@ -60,6 +63,8 @@ from manip_rl.ros_bridge.safety import (
 )
 
 NODE_NAME = "policy_bridge"
+# Every parameter the node declares: the loop's and the guards' (issue #16).
+PARAMETERS: dict[str, object] = {**bridge_params.PARAMETERS, **guard_params.PARAMETERS}
 # The names manip-rl serve, the launch files and the tests take from this module.
 __all__ = ["PARAMETERS", "RATE_TOLERANCE", "PolicyBridge", "add_arguments", "ros_arguments", "run"]
 
@@ -75,6 +80,10 @@ class PolicyBridge(LifecycleNode):
         self.runner: PolicyRunner | None = None
         self.safety: SafetyFilter | None = None
         self.state_check: StateCheck | None = None
+        self.goal_guard: InputGuard | None = None
+        self.object_guard: InputGuard | None = None
+        self.operator: OperatorGuard | None = None
+        self.gripper = None
         self.configure_error = ""  # why the last configure failed ("" when it did not)
         self._log_times: dict[str, float] = {}
         self.period = 0.0
@@ -96,13 +105,19 @@ class PolicyBridge(LifecycleNode):
     def _p(self, name: str):
         return self.get_parameter(name).value
 
+    def _now(self) -> float:
+        """The node clock in s: every age and deadline is on it (ROS time with use_sim_time)."""
+        return self.get_clock().now().nanoseconds * 1e-9
+
     def _reset_inputs(self) -> None:
         self._reading = None
-        self._state_time: float | None = None  # perf_counter when the newest valid state arrived
+        self._state_stamp: float | None = None  # header stamp of the newest valid state
+        self._state_now = None  # node clock when it arrived (the ticks lock onto it)
+        self._state_arrival = 0.0  # perf_counter when it arrived (for the latency statistics)
         self._last_names: tuple[str, ...] | None = None
-        self._goal: np.ndarray | None = None
-        self._object_pos: np.ndarray | None = None
-        self._object_quat: np.ndarray | None = None
+        for guard in (self.goal_guard, self.object_guard):
+            if guard is not None:
+                guard.reset()
         self._ticks = ControlClock(self.period)
         self._last_publish: float | None = None
         self._status = "inactive"
@@ -136,6 +151,7 @@ class PolicyBridge(LifecycleNode):
         if not Path(path).is_file():
             raise FileNotFoundError(f"policy file {path} does not exist (parameter 'policy')")
         bridge_params.check_choices(self._p)
+        guard_params.check_choices(self._p)
         # Read once here, not per message: the control path does no parameter look-ups.
         self._trigger_state = self._p("trigger") == "state"
         import torch
@@ -160,8 +176,13 @@ class PolicyBridge(LifecycleNode):
             bridge_params.safety_config(self._p, robot, self.policy.action_spec, self.period)
         )
         self.state_check = StateCheck(
-            bridge_params.plausibility_config(self._p, robot), self.runner.joint_map
+            guard_params.plausibility_config(self._p, robot), self.runner.joint_map
         )
+        goal_config, object_config = guard_params.perception_configs(self._p, robot)
+        self.goal_guard = InputGuard("goal", goal_config)
+        self.object_guard = InputGuard("object pose", object_config)
+        self.operator = OperatorGuard(guard_params.operator_config(self._p, robot))
+        self._grasp_min = float(self._p("grasp_min_opening"))
         self.runner.dry_run()
 
         # Depth 1: a bridge that fell behind takes the newest state, never a backlog of old ones.
@@ -171,6 +192,7 @@ class PolicyBridge(LifecycleNode):
                 JointState, self._p("joint_states_topic"), self._on_joint_state, sensor_qos
             ),
             self.create_subscription(PointStamped, self._p("goal_topic"), self._on_goal, 10),
+            self.create_subscription(Bool, self._p("heartbeat_topic"), self._on_heartbeat, 10),
         ]
         if self.runner.needs_object:
             self._subs.append(
@@ -178,14 +200,20 @@ class PolicyBridge(LifecycleNode):
                     PoseStamped, self._p("object_pose_topic"), self._on_object_pose, sensor_qos
                 )
             )
+        # The gripper has its own path (manip_rl.ros_bridge.gripper), not the arm's stream.
         self._output = CommandOutput(
-            self,
-            self._p,
-            self.runner.spec.joint_names,
-            self.policy.action_spec.gripper,
-            self.period,
+            self, self._p, self.runner.spec.joint_names, False, self.period
         )
         self._pubs = self._output.publishers
+        if self.policy.action_spec.gripper:
+            self.gripper = make_gripper(
+                self,
+                guard_params.gripper_config(self._p),
+                str(self._p("gripper_backend")),
+                self._p("gripper_topic"),
+                self._p("gripper_action"),
+                lambda message: self._log_throttled("gripper", message),
+            )
         self._enable_srv = self.create_service(SetBool, "~/enable", self._on_enable)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(
@@ -280,6 +308,9 @@ class PolicyBridge(LifecycleNode):
         for p in self._pubs:
             self.destroy_publisher(p)
         self._subs, self._pubs, self._output = [], [], None
+        if self.gripper is not None:
+            self.gripper.backend.close(self)
+            self.gripper = None
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
@@ -289,8 +320,9 @@ class PolicyBridge(LifecycleNode):
         if getattr(self, "_enable_srv", None) is not None:
             self.destroy_service(self._enable_srv)
             self._enable_srv = None
-        self.policy = self.runner = self.safety = self.state_check = None
         self._reset_inputs()
+        self.policy = self.runner = self.safety = self.state_check = self.operator = None
+        self.goal_guard = self.object_guard = None
 
     # ------------------------------------------------------------------ autostart
     def start_autostart(self) -> bool:
@@ -316,14 +348,15 @@ class PolicyBridge(LifecycleNode):
             self.get_logger().error(message)
 
     def _on_joint_state(self, msg: JointState) -> None:
-        now = time.perf_counter()
+        arrival, now = time.perf_counter(), self._now()
         self._last_names = tuple(msg.name)
         if self.state_check is None:
             return
         # Judged while inactive too: the reference reading stays current, and enabling is
-        # refused while the newest state is implausible.
+        # refused while the newest state is implausible. Its time is its stamp (issue #16).
+        stamp = stamp_seconds(msg.header.stamp)
         try:
-            verdict = self.state_check.check(msg.name, msg.position, msg.velocity, now)
+            verdict = self.state_check.check(msg.name, msg.position, msg.velocity, stamp, now)
         except JointStateError as e:
             if self._active:
                 self.counters["rejected_joint_state"] += 1
@@ -332,44 +365,58 @@ class PolicyBridge(LifecycleNode):
         if not verdict.ok:
             # Never build a command from it: the filter holds until a plausible state arrives.
             if verdict.status == HOLD_NONFINITE:
-                self.counters["rejected_nonfinite"] += 1
-                self._log_throttled(verdict.status, "joint state with NaN/inf ignored; holding")
+                self._refused(verdict.status, "joint state with NaN/inf ignored")
             else:
-                self.counters[f"rejected_{verdict.status.removeprefix('hold_')}"] += 1
-                self._log_throttled(
+                self._refused(
                     verdict.status, f"joint state rejected ({verdict.status}): {verdict.detail}"
                 )
             return
         if not self._active:
             return
-        reading = verdict.reading
-        self._ticks.state_arrived(now, self._state_time)
-        self._reading, self._state_time = reading, now
+        self._ticks.state_arrived(now, self._state_now)
+        self._reading, self._state_stamp = verdict.reading, stamp
+        self._state_now, self._state_arrival = now, arrival
         if self._trigger_state and self._ticks.due(now):
             self._control_step(now, from_state=True)
         elif self._warm_input is not None and self.safety.enabled:
             self.policy.act(self._warm_input)
 
+    def _refused(self, status: str, detail: str) -> None:
+        """Count and log (throttled, per kind) an input refused with hold status ``status``."""
+        kind = "nonfinite" if status == HOLD_NONFINITE else status.removeprefix("hold_")
+        self.counters[f"rejected_{kind}"] += 1
+        self._log_throttled(status, f"{detail}; holding")
+
+    def _offer(self, guard: InputGuard, msg, position, quat) -> None:
+        if guard is None:
+            return
+        check_jump = self.safety is not None and self.safety.enabled
+        stamp = stamp_seconds(msg.header.stamp)
+        status = guard.offer(stamp, msg.header.frame_id, position, quat, self._now(), check_jump)
+        if status != OK:
+            self._refused(status, guard.detail)
+
     def _on_goal(self, msg: PointStamped) -> None:
-        g = np.array([msg.point.x, msg.point.y, msg.point.z])
-        if np.isfinite(g).all():
-            self._goal = g
-        else:
-            self.counters["rejected_nonfinite"] += 1
+        self._offer(self.goal_guard, msg, (msg.point.x, msg.point.y, msg.point.z), None)
 
     def _on_object_pose(self, msg: PoseStamped) -> None:
         p, o = msg.pose.position, msg.pose.orientation
-        pos, quat = np.array([p.x, p.y, p.z]), np.array([o.w, o.x, o.y, o.z])
-        if np.isfinite(pos).all() and np.isfinite(quat).all():
-            self._object_pos, self._object_quat = pos, quat
-        else:
-            self.counters["rejected_nonfinite"] += 1
+        self._offer(self.object_guard, msg, (p.x, p.y, p.z), (o.w, o.x, o.y, o.z))
+
+    def _on_heartbeat(self, msg: Bool) -> None:
+        if self.operator is not None:
+            self.operator.heartbeat(self._now(), bool(msg.data))
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response):
         if request.data:
             if not self._active:
                 response.success = False
                 response.message = "not active: configure and activate the node first"
+                return response
+            refusal = self.operator.enable_problem(self._now())
+            if refusal and not self.safety.enabled:
+                response.success, response.message = False, refusal
+                self.get_logger().error(refusal)
                 return response
             problem = self.state_check.problem
             if problem and not self.safety.enabled:  # (an enabled bridge is holding already)
@@ -383,7 +430,10 @@ class PolicyBridge(LifecycleNode):
                 return response
             if not self.safety.enabled:
                 self.safety.enable()
+                self.operator.enabled(self._now())
                 self.runner.reset()
+                if self.gripper is not None:
+                    self.gripper.reset()  # the first command sets the gripper's state
                 self._last_publish = None  # the gap while disabled is no loop period
                 self._ticks.restart()  # the loop starts afresh at the next state
                 self.counters["enables"] += 1
@@ -392,6 +442,7 @@ class PolicyBridge(LifecycleNode):
         else:
             if self.safety is not None:
                 self.safety.disable()
+                self.operator.disabled()
             response.success = True
             response.message = "disabled: no commands are sent"
         self.get_logger().info(response.message)
@@ -399,7 +450,7 @@ class PolicyBridge(LifecycleNode):
 
     # ------------------------------------------------------------------ control loop
     def _on_timer(self) -> None:
-        now = time.perf_counter()
+        now = self._now()
         if not self._trigger_state or self._ticks.next_deadline is None:
             self._control_step(now)
         elif self._ticks.missed_state(now):
@@ -417,43 +468,59 @@ class PolicyBridge(LifecycleNode):
         if not safety.enabled:
             self._status = "active, disabled"
             return
-        state_age = None if self._state_time is None else now - self._state_time
+        lapse = self.operator.lapse(now)
+        if lapse:  # no heartbeat, or the run time is up: the enable lapses, as ~/enable false
+            safety.disable()
+            self.operator.disabled()
+            self.counters[f"lapsed_{lapse}"] += 1
+            self._status = f"disabled: {lapse}"
+            self.get_logger().error(self.operator.detail)
+            return
+        state_age = None if self._state_stamp is None else now - self._state_stamp
         targets = measured = gripper = None
         step = None
         problem = self.state_check.problem
         if self._reading is not None:
             measured = self._reading.position
-        if problem:
-            pass  # the newest state is implausible: no policy step, the filter holds
-        elif (
-            state_age is not None
-            and state_age <= safety.config.state_timeout
-            and self._inputs_ready()
-        ):
-            try:
-                step = runner.step(self._reading, self._goal, self._object_pos, self._object_quat)
-            except Exception as e:  # a failing policy must not take the node down: hold
-                self.counters["policy_errors"] += 1
-                self.get_logger().error(
-                    f"policy step failed, holding: {e}", throttle_duration_sec=2.0
-                )
+        if not problem and state_age is not None and state_age <= safety.config.state_timeout:
+            inputs, status = self._task_inputs(now)
+            if not status:
+                self._status = "waiting for goal/object pose"
+                self.counters["waiting_inputs"] += 1
+                return
+            if status != OK:
+                problem = status  # a refused or stale goal / object pose: hold
+                self._log_throttled(f"{status}-step", f"{self._input_detail()}; holding")
             else:
-                targets, gripper = step.targets, step.gripper
-        elif state_age is not None and state_age <= safety.config.state_timeout:
-            self._status = "waiting for goal/object pose"
-            self.counters["waiting_inputs"] += 1
-            return
+                try:
+                    step = runner.step(self._reading, *inputs)
+                except Exception as e:  # a failing policy must not take the node down: hold
+                    self.counters["policy_errors"] += 1
+                    self._log_throttled("policy", f"policy step failed, holding: {e}")
+                else:
+                    targets, gripper = step.targets, step.gripper
+        box = self.operator.config.has_box and targets is not None
+        saved = operator_safety.snapshot(safety) if box else None
         decision = safety.filter(targets, measured, state_age, gripper, problem or OK)
+        if box and decision.status == OK:
+            # After the filter, on the joints to be sent (either action mode): FK of the command.
+            outside = self.operator.outside_workspace(runner.kinematics.ee_pos(decision.joints))
+            if outside:
+                operator_safety.restore(safety, saved)  # as if this step never ran
+                decision = safety.hold(HOLD_WORKSPACE)
+                self._refused(HOLD_WORKSPACE, outside)
         self._status = decision.status
         if decision.joints is None:
             return
-        self._output.publish(decision.joints, decision.gripper)
+        self._output.publish(decision.joints, None)
+        if self.gripper is not None and decision.status == OK and decision.gripper is not None:
+            self.gripper.command(decision.gripper, now)
         t_pub = time.perf_counter()
         self.counters["commands"] += 1
         if decision.status != OK:
             self.counters["holds"] += 1
         else:
-            self._record("latency", t_pub - self._state_time)
+            self._record("latency", t_pub - self._state_arrival)
             self._record("state_age", state_age)
             self._record("inference", step.inference_s)
             if decision.clamped:
@@ -464,10 +531,27 @@ class PolicyBridge(LifecycleNode):
             self._record("period", t_pub - self._last_publish)
         self._last_publish = t_pub
 
-    def _inputs_ready(self) -> bool:
-        if self._goal is None:
-            return False
-        return not self.runner.needs_object or self._object_pos is not None
+    def _task_inputs(self, now: float) -> tuple[tuple, str]:
+        """(goal, object position, object quaternion) and ``OK``; or ``''`` while one has not
+        arrived yet, or the hold status of a refused or stale one."""
+        status, _ = self.goal_guard.current(now)
+        if status != OK:
+            return (), status
+        if not self.runner.needs_object:
+            return (self.goal_guard.position, None, None), OK
+        opening = None if self._reading is None else self._reading.gripper_opening
+        # Closed fingers stopped apart hold the cube, which may hide it from the camera.
+        grasped = bool(self.gripper and self.gripper.closed and (opening or 0) >= self._grasp_min)
+        status, occluded = self.object_guard.current(now, grasped)
+        if status != OK:
+            return (), status
+        if occluded:
+            self.counters["occluded_object_steps"] += 1
+        obj = self.object_guard
+        return (self.goal_guard.position, obj.position, obj.quat), OK
+
+    def _input_detail(self) -> str:
+        return " / ".join(g.detail for g in (self.goal_guard, self.object_guard) if g.detail)
 
     # ------------------------------------------------------------------ diagnostics
     def summary(self, window: bool = True) -> dict[str, float]:
@@ -483,8 +567,10 @@ class PolicyBridge(LifecycleNode):
         values["control_period_ms"] = self.period * 1e3
         if self.state_check is not None and self.state_check.problem:
             values["state_problem"] = self.state_check.detail
-        if self._state_time is not None:
-            values["state_age_ms"] = (time.perf_counter() - self._state_time) * 1e3
+        if self._input_detail():
+            values["input_problem"] = self._input_detail()
+        if self._state_stamp is not None:
+            values["state_age_ms"] = (self._now() - self._state_stamp) * 1e3
         self._diag_pub.publish(
             loop_stats.diagnostic_array(
                 f"{self.get_name()}: control loop",
