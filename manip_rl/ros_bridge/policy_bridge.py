@@ -9,11 +9,14 @@ holds its last target); **cleanup** releases the policy.
 
 Even when active the bridge sends nothing until ``~/enable`` (``std_srvs/SetBool``) arms the
 safety filter (:mod:`manip_rl.ros_bridge.safety`). Inputs: ``/joint_states`` (matched by joint
-name), ``~/goal`` (``geometry_msgs/PointStamped``), ``~/object_pose`` (``PoseStamped``, push and
-pick-and-place). Outputs: ``std_msgs/Float64MultiArray`` on
-``/forward_position_controller/commands`` or ``trajectory_msgs/JointTrajectory`` on
-``/joint_trajectory_controller/joint_trajectory`` (parameter ``output``), the gripper on
-``/gripper_controller/commands``, and ``/diagnostics``. See docs/ros2.md.
+name, aged by header stamp), ``~/goal`` (``geometry_msgs/PointStamped``), ``~/object_pose``
+(``PoseStamped``, push and pick-and-place), each judged for stamp, frame and jumps
+(:mod:`.perception`), and ``~/heartbeat`` (``std_msgs/Bool``, :mod:`.operator_safety`). Outputs:
+``std_msgs/Float64MultiArray`` on ``/forward_position_controller/commands`` or
+``trajectory_msgs/JointTrajectory`` on ``/joint_trajectory_controller/joint_trajectory``
+(parameter ``output``), the gripper by topic or ``GripperCommand`` action (:mod:`.gripper`), and
+``/diagnostics``. Every age and timer is on the node clock (``use_sim_time`` works). See
+docs/ros2.md.
 
 Control steps run on the arrival of the first joint state at or after each tick of the control
 period (``trigger: state``, the way a ros2_control controller updates right after the hardware
@@ -21,7 +24,8 @@ read), so a command leaves within the policy's inference time of the state it wa
 timer at the control period catches missing states and holds. ``trigger: timer`` runs steps on
 the timer alone.
 
-The node is this module; its parameters and limits are in :mod:`.bridge_params`, its loop
+The node is this module; its control step and guards are in :mod:`.control_core` (ROS-free),
+its parameters and limits in :mod:`.bridge_params` and :mod:`.guard_params`, its loop
 statistics and diagnostics in :mod:`.loop_stats`, its command line (``manip-rl serve``) in
 :mod:`.bridge_cli`.
 """
@@ -45,16 +49,17 @@ from std_srvs.srv import SetBool
 
 from manip_rl.fileio import atomic_write_text
 from manip_rl.robots import get_robot
-from manip_rl.ros_bridge import bridge_params, dds, guard_params, loop_stats, operator_safety
+from manip_rl.ros_bridge import bridge_params, dds, guard_params, loop_stats
 from manip_rl.ros_bridge.bridge_cli import add_arguments, ros_arguments, run
 from manip_rl.ros_bridge.bridge_params import RATE_TOLERANCE
 from manip_rl.ros_bridge.commands import CommandOutput
 from manip_rl.ros_bridge.control_clock import ControlClock
+from manip_rl.ros_bridge.control_core import ControlCore
 from manip_rl.ros_bridge.gripper import make_gripper
-from manip_rl.ros_bridge.operator_safety import HOLD_WORKSPACE, OperatorGuard
+from manip_rl.ros_bridge.operator_safety import OperatorGuard
 from manip_rl.ros_bridge.perception import InputGuard, stamp_seconds
 from manip_rl.ros_bridge.plausibility import StateCheck
-from manip_rl.ros_bridge.runner import JointStateError, PolicyRunner
+from manip_rl.ros_bridge.runner import PolicyRunner
 from manip_rl.ros_bridge.safety import (
     OK,
     SafetyFilter,
@@ -80,9 +85,7 @@ class PolicyBridge(LifecycleNode):
         self.runner: PolicyRunner | None = None
         self.safety: SafetyFilter | None = None
         self.state_check: StateCheck | None = None
-        self.goal_guard: InputGuard | None = None
-        self.object_guard: InputGuard | None = None
-        self.operator: OperatorGuard | None = None
+        self.core: ControlCore | None = None  # the guards and the step, ROS-free
         self.gripper = None
         self.configure_error = ""  # why the last configure failed ("" when it did not)
         self._log_times: dict[str, float] = {}
@@ -110,17 +113,13 @@ class PolicyBridge(LifecycleNode):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _reset_inputs(self) -> None:
-        self._reading = None
-        self._state_stamp: float | None = None  # header stamp of the newest valid state
-        self._state_now = None  # node clock when it arrived (the ticks lock onto it)
+        self._state_now = None  # node clock when the newest valid state arrived (for the ticks)
         self._state_arrival = 0.0  # perf_counter when it arrived (for the latency statistics)
         self._last_names: tuple[str, ...] | None = None
-        for guard in (self.goal_guard, self.object_guard):
-            if guard is not None:
-                guard.reset()
+        if self.core is not None:
+            self.core.reset()
         self._ticks = ControlClock(self.period)
         self._last_publish: float | None = None
-        self._status = "inactive"
 
     def _reset_stats(self) -> None:
         self.loop_stats = loop_stats.LoopStats()
@@ -179,10 +178,7 @@ class PolicyBridge(LifecycleNode):
             guard_params.plausibility_config(self._p, robot), self.runner.joint_map
         )
         goal_config, object_config = guard_params.perception_configs(self._p, robot)
-        self.goal_guard = InputGuard("goal", goal_config)
-        self.object_guard = InputGuard("object pose", object_config)
-        self.operator = OperatorGuard(guard_params.operator_config(self._p, robot))
-        self._grasp_min = float(self._p("grasp_min_opening"))
+        operator = OperatorGuard(guard_params.operator_config(self._p, robot))
         self.runner.dry_run()
 
         # Depth 1: a bridge that fell behind takes the newest state, never a backlog of old ones.
@@ -214,6 +210,18 @@ class PolicyBridge(LifecycleNode):
                 self._p("gripper_action"),
                 lambda message: self._log_throttled("gripper", message),
             )
+        self.core = ControlCore(
+            self.runner,
+            self.safety,
+            self.state_check,
+            InputGuard("goal", goal_config),
+            InputGuard("object pose", object_config),
+            operator,
+            self.gripper,
+            float(self._p("grasp_min_opening")),
+            self.counters,
+            self._log_throttled,
+        )
         self._enable_srv = self.create_service(SetBool, "~/enable", self._on_enable)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(
@@ -251,7 +259,7 @@ class PolicyBridge(LifecycleNode):
             np.zeros(self.policy.obs_dim, dtype=np.float32) if self._p("keep_warm") else None
         )
         self._active = True
-        self._status = "active, disabled"
+        self.core.status = "active, disabled"
         self.get_logger().info(
             f"active at {1 / self.period:g} Hz (trigger {self._p('trigger')}, output "
             f"{self._p('output')}); call ~/enable to start commanding"
@@ -295,12 +303,12 @@ class PolicyBridge(LifecycleNode):
 
     def _stop_control(self) -> None:
         self._active = False
-        if self.safety is not None:
-            self.safety.disable()
+        if self.core is not None:
+            self.core.disable()
+            self.core.status = "inactive"
         if self._control_timer is not None:
             self.destroy_timer(self._control_timer)
             self._control_timer = None
-        self._status = "inactive"
 
     def _release(self) -> None:
         for s in self._subs:
@@ -321,8 +329,7 @@ class PolicyBridge(LifecycleNode):
             self.destroy_service(self._enable_srv)
             self._enable_srv = None
         self._reset_inputs()
-        self.policy = self.runner = self.safety = self.state_check = self.operator = None
-        self.goal_guard = self.object_guard = None
+        self.policy = self.runner = self.safety = self.state_check = self.core = None
 
     # ------------------------------------------------------------------ autostart
     def start_autostart(self) -> bool:
@@ -350,100 +357,59 @@ class PolicyBridge(LifecycleNode):
     def _on_joint_state(self, msg: JointState) -> None:
         arrival, now = time.perf_counter(), self._now()
         self._last_names = tuple(msg.name)
-        if self.state_check is None:
+        if self.core is None:
             return
         # Judged while inactive too: the reference reading stays current, and enabling is
         # refused while the newest state is implausible. Its time is its stamp (issue #16).
         stamp = stamp_seconds(msg.header.stamp)
-        try:
-            verdict = self.state_check.check(msg.name, msg.position, msg.velocity, stamp, now)
-        except JointStateError as e:
-            if self._active:
-                self.counters["rejected_joint_state"] += 1
-                self._log_throttled("contract", f"joint state ignored: {e}")
-            return
-        if not verdict.ok:
-            # Never build a command from it: the filter holds until a plausible state arrives.
-            if verdict.status == HOLD_NONFINITE:
-                self._refused(verdict.status, "joint state with NaN/inf ignored")
-            else:
-                self._refused(
-                    verdict.status, f"joint state rejected ({verdict.status}): {verdict.detail}"
-                )
-            return
-        if not self._active:
+        args = (msg.name, msg.position, msg.velocity, stamp, now, self._active)
+        if self.core.joint_state(*args) is None or not self._active:
             return
         self._ticks.state_arrived(now, self._state_now)
-        self._reading, self._state_stamp = verdict.reading, stamp
         self._state_now, self._state_arrival = now, arrival
         if self._trigger_state and self._ticks.due(now):
             self._control_step(now, from_state=True)
         elif self._warm_input is not None and self.safety.enabled:
             self.policy.act(self._warm_input)
 
-    def _refused(self, status: str, detail: str) -> None:
-        """Count and log (throttled, per kind) an input refused with hold status ``status``."""
-        kind = "nonfinite" if status == HOLD_NONFINITE else status.removeprefix("hold_")
-        self.counters[f"rejected_{kind}"] += 1
-        self._log_throttled(status, f"{detail}; holding")
-
-    def _offer(self, guard: InputGuard, msg, position, quat) -> None:
-        if guard is None:
-            return
-        check_jump = self.safety is not None and self.safety.enabled
-        stamp = stamp_seconds(msg.header.stamp)
-        status = guard.offer(stamp, msg.header.frame_id, position, quat, self._now(), check_jump)
-        if status != OK:
-            self._refused(status, guard.detail)
+    def _offer(self, guard_name: str, msg, position, quat) -> None:
+        if self.core is not None:
+            guard = getattr(self.core, guard_name)
+            stamp, frame = stamp_seconds(msg.header.stamp), msg.header.frame_id
+            self.core.offer(guard, stamp, frame, position, quat, self._now())
 
     def _on_goal(self, msg: PointStamped) -> None:
-        self._offer(self.goal_guard, msg, (msg.point.x, msg.point.y, msg.point.z), None)
+        self._offer("goal", msg, (msg.point.x, msg.point.y, msg.point.z), None)
 
     def _on_object_pose(self, msg: PoseStamped) -> None:
         p, o = msg.pose.position, msg.pose.orientation
-        self._offer(self.object_guard, msg, (p.x, p.y, p.z), (o.w, o.x, o.y, o.z))
+        self._offer("obj", msg, (p.x, p.y, p.z), (o.w, o.x, o.y, o.z))
 
     def _on_heartbeat(self, msg: Bool) -> None:
-        if self.operator is not None:
-            self.operator.heartbeat(self._now(), bool(msg.data))
+        if self.core is not None:
+            self.core.operator.heartbeat(self._now(), bool(msg.data))
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response):
+        response.success = True
         if request.data:
             if not self._active:
                 response.success = False
                 response.message = "not active: configure and activate the node first"
                 return response
-            refusal = self.operator.enable_problem(self._now())
-            if refusal and not self.safety.enabled:
-                response.success, response.message = False, refusal
-                self.get_logger().error(refusal)
-                return response
-            problem = self.state_check.problem
-            if problem and not self.safety.enabled:  # (an enabled bridge is holding already)
-                response.success = False
-                response.message = (
-                    f"refusing to enable: the newest joint state is implausible ({problem}: "
-                    f"{self.state_check.detail}); enable again once "
-                    f"{self._p('joint_states_topic')} reads plausibly"
-                )
-                self.get_logger().error(response.message)
-                return response
-            if not self.safety.enabled:
-                self.safety.enable()
-                self.operator.enabled(self._now())
-                self.runner.reset()
-                if self.gripper is not None:
-                    self.gripper.reset()  # the first command sets the gripper's state
+            if not self.safety.enabled:  # (an enabled bridge that holds stays enabled)
+                refusal = self.core.enable_refusal(self._now(), self._p("joint_states_topic"))
+                if refusal:
+                    response.success, response.message = False, refusal
+                    self.get_logger().error(refusal)
+                    return response
+                self.core.enable(self._now())
                 self._last_publish = None  # the gap while disabled is no loop period
                 self._ticks.restart()  # the loop starts afresh at the next state
                 self.counters["enables"] += 1
-            response.success = True
             response.message = f"enabled; ramping in over {self._p('ramp_in_time')} s"
         else:
-            if self.safety is not None:
-                self.safety.disable()
-                self.operator.disabled()
-            response.success = True
+            if self.core is not None:
+                self.core.disable()
             response.message = "disabled: no commands are sent"
         self.get_logger().info(response.message)
         return response
@@ -464,57 +430,13 @@ class PolicyBridge(LifecycleNode):
             self.counters["overruns"] += 1
             # When, and how late: the benchmark matches them against a stall probe.
             self.loop_stats.overrun_log.append((now, late))
-        safety, runner = self.safety, self.runner
-        if not safety.enabled:
-            self._status = "active, disabled"
-            return
-        lapse = self.operator.lapse(now)
-        if lapse:  # no heartbeat, or the run time is up: the enable lapses, as ~/enable false
-            safety.disable()
-            self.operator.disabled()
-            self.counters[f"lapsed_{lapse}"] += 1
-            self._status = f"disabled: {lapse}"
-            self.get_logger().error(self.operator.detail)
-            return
-        state_age = None if self._state_stamp is None else now - self._state_stamp
-        targets = measured = gripper = None
-        step = None
-        problem = self.state_check.problem
-        if self._reading is not None:
-            measured = self._reading.position
-        if not problem and state_age is not None and state_age <= safety.config.state_timeout:
-            inputs, status = self._task_inputs(now)
-            if not status:
-                self._status = "waiting for goal/object pose"
-                self.counters["waiting_inputs"] += 1
-                return
-            if status != OK:
-                problem = status  # a refused or stale goal / object pose: hold
-                self._log_throttled(f"{status}-step", f"{self._input_detail()}; holding")
-            else:
-                try:
-                    step = runner.step(self._reading, *inputs)
-                except Exception as e:  # a failing policy must not take the node down: hold
-                    self.counters["policy_errors"] += 1
-                    self._log_throttled("policy", f"policy step failed, holding: {e}")
-                else:
-                    targets, gripper = step.targets, step.gripper
-        box = self.operator.config.has_box and targets is not None
-        saved = operator_safety.snapshot(safety) if box else None
-        decision = safety.filter(targets, measured, state_age, gripper, problem or OK)
-        if box and decision.status == OK:
-            # After the filter, on the joints to be sent (either action mode): FK of the command.
-            outside = self.operator.outside_workspace(runner.kinematics.ee_pos(decision.joints))
-            if outside:
-                operator_safety.restore(safety, saved)  # as if this step never ran
-                decision = safety.hold(HOLD_WORKSPACE)
-                self._refused(HOLD_WORKSPACE, outside)
-        self._status = decision.status
-        if decision.joints is None:
+        decision, step, state_age = self.core.step(now)
+        if self.core.lapse_detail:
+            self.get_logger().error(self.core.lapse_detail)
+            self.core.lapse_detail = ""
+        if decision is None:
             return
         self._output.publish(decision.joints, None)
-        if self.gripper is not None and decision.status == OK and decision.gripper is not None:
-            self.gripper.command(decision.gripper, now)
         t_pub = time.perf_counter()
         self.counters["commands"] += 1
         if decision.status != OK:
@@ -531,28 +453,6 @@ class PolicyBridge(LifecycleNode):
             self._record("period", t_pub - self._last_publish)
         self._last_publish = t_pub
 
-    def _task_inputs(self, now: float) -> tuple[tuple, str]:
-        """(goal, object position, object quaternion) and ``OK``; or ``''`` while one has not
-        arrived yet, or the hold status of a refused or stale one."""
-        status, _ = self.goal_guard.current(now)
-        if status != OK:
-            return (), status
-        if not self.runner.needs_object:
-            return (self.goal_guard.position, None, None), OK
-        opening = None if self._reading is None else self._reading.gripper_opening
-        # Closed fingers stopped apart hold the cube, which may hide it from the camera.
-        grasped = bool(self.gripper and self.gripper.closed and (opening or 0) >= self._grasp_min)
-        status, occluded = self.object_guard.current(now, grasped)
-        if status != OK:
-            return (), status
-        if occluded:
-            self.counters["occluded_object_steps"] += 1
-        obj = self.object_guard
-        return (self.goal_guard.position, obj.position, obj.quat), OK
-
-    def _input_detail(self) -> str:
-        return " / ".join(g.detail for g in (self.goal_guard, self.object_guard) if g.detail)
-
     # ------------------------------------------------------------------ diagnostics
     def summary(self, window: bool = True) -> dict[str, float]:
         """Loop statistics in ms (the diagnostics window, or the whole run)."""
@@ -567,14 +467,14 @@ class PolicyBridge(LifecycleNode):
         values["control_period_ms"] = self.period * 1e3
         if self.state_check is not None and self.state_check.problem:
             values["state_problem"] = self.state_check.detail
-        if self._input_detail():
-            values["input_problem"] = self._input_detail()
-        if self._state_stamp is not None:
-            values["state_age_ms"] = (self._now() - self._state_stamp) * 1e3
+        if self.core is not None and self.core.input_detail():
+            values["input_problem"] = self.core.input_detail()
+        if self.core is not None and self.core.state_stamp is not None:
+            values["state_age_ms"] = (self._now() - self.core.state_stamp) * 1e3
         self._diag_pub.publish(
             loop_stats.diagnostic_array(
                 f"{self.get_name()}: control loop",
-                self._status,
+                (self.core.status if self.core else "inactive"),
                 values,
                 self.get_clock().now().to_msg(),
             )
