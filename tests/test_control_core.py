@@ -124,3 +124,39 @@ def test_a_command_leaving_the_workspace_box_is_not_sent(push_policy):
         # Nothing was sent before, so the hold has no command to repeat: nothing goes out.
         assert decision is None and core.status == HOLD_WORKSPACE
     assert core.counters["rejected_outside_workspace"] == 10
+
+
+def test_a_grasped_cubes_last_pose_is_used_while_occluded_and_only_while_grasped(push_policy):
+    from manip_rl.ros_bridge.gripper import Gripper, GripperConfig
+
+    class Recording:
+        keepalive = False
+        goals: list = []
+
+        def send(self, width, force):
+            self.goals.append(width)
+
+    core = make_core(push_policy)
+    core.gripper = Gripper(GripperConfig(), Recording())
+    feed(core, T0)
+    core.enable(T0)
+    core.gripper.command(0.0, T0)  # the policy closed the gripper
+    assert core.gripper.closed
+
+    def step_with_fingers(opening: float, t: float) -> str:
+        q = Q.copy()
+        q[7:] = opening / 2
+        core.joint_state(NAMES, q, np.zeros(9), t, t, active=True)
+        core.goal.offer(t, BASE, (0.6, 0.1, 0.02), None, t)  # the goal goes on, the cube not
+        core.gripper.logic.state = "closed"  # (whatever the policy's last step asked for)
+        core.step(t)
+        return core.status
+
+    # Fingers stopped 4 cm apart on the cube: its last pose (0.5 s old) is used.
+    assert step_with_fingers(0.04, T0 + 0.5) == OK
+    assert core.counters["occluded_object_steps"] == 1
+    # Fingers still open (8 cm) or shut (0): no grasp, the old pose holds.
+    assert step_with_fingers(0.08, T0 + 0.54) == HOLD_STALE_PERCEPTION
+    assert step_with_fingers(0.0, T0 + 0.58) == HOLD_STALE_PERCEPTION
+    # Grasped, but past object_occluded_hold (1 s): hold.
+    assert step_with_fingers(0.04, T0 + 1.1) == HOLD_STALE_PERCEPTION

@@ -21,7 +21,7 @@ from manip_rl.ros_bridge.operator_safety import HOLD_WORKSPACE, OperatorGuard
 from manip_rl.ros_bridge.perception import InputGuard
 from manip_rl.ros_bridge.plausibility import StateCheck
 from manip_rl.ros_bridge.runner import JointStateError, PolicyRunner, Step
-from manip_rl.ros_bridge.safety import HOLD_NONFINITE, OK, Decision, SafetyFilter
+from manip_rl.ros_bridge.safety import HOLD_NONFINITE, HOLD_STALE, OK, Decision, SafetyFilter
 
 Log = Callable[[str, str], None]  # (kind, message): a throttled error line per kind
 
@@ -39,13 +39,13 @@ class ControlCore:
         obj: InputGuard,
         operator: OperatorGuard,
         gripper=None,
-        grasp_min_opening: float = 0.005,
+        grasp_opening: tuple[float, float] = (0.005, 0.07),
         counters: collections.Counter | None = None,
         log: Log = lambda kind, message: None,
     ) -> None:
         self.runner, self.safety, self.state_check = runner, safety, state_check
         self.goal, self.obj, self.operator, self.gripper = goal, obj, operator, gripper
-        self.grasp_min_opening = grasp_min_opening
+        self.grasp_opening = grasp_opening
         self.counters = collections.Counter() if counters is None else counters
         self.log = log
         self.reset()
@@ -166,6 +166,12 @@ class ControlCore:
                 operator_safety.restore(safety, saved)  # as if this step never ran
                 decision = safety.hold(HOLD_WORKSPACE)
                 self.refused(HOLD_WORKSPACE, outside)
+        if decision.status == HOLD_STALE and state_age is not None:
+            self.log(
+                HOLD_STALE,
+                f"the newest joint state is {state_age:.3f} s old by its stamp (state_timeout "
+                f"{safety.config.state_timeout:g} s); holding",
+            )
         self.status = decision.status
         if decision.joints is None:
             return None, step, state_age
@@ -182,9 +188,11 @@ class ControlCore:
         if not self.runner.needs_object:
             return (self.goal.position, None, None), OK
         opening = None if self.reading is None else self.reading.gripper_opening
-        # Closed fingers stopped apart hold the cube, which may hide it from the camera.
-        closed = self.gripper is not None and self.gripper.closed
-        grasped = bool(closed and (opening or 0.0) >= self.grasp_min_opening)
+        # Fingers commanded closed that stopped apart (not shut, not still open) hold the cube,
+        # which may hide it from the camera.
+        closed = self.gripper is not None and self.gripper.closed and opening is not None
+        low, high = self.grasp_opening
+        grasped = bool(closed and low <= opening <= high)
         status, occluded = self.obj.current(now, grasped)
         if status != OK:
             return (), status

@@ -32,7 +32,9 @@ PARAMETERS: dict[str, object] = {
     "perception_max_jump": 0.05,  # m a reading may jump beyond perception_max_speed x elapsed
     "perception_max_speed": 1.0,  # m/s
     "object_occluded_hold": 1.0,  # s an object pose may be used while grasped (occluded)
-    "grasp_min_opening": 0.005,  # m: closed fingers wider than this hold an object
+    # m: fingers commanded closed that stopped between these two openings hold an object
+    "grasp_min_opening": 0.005,
+    "grasp_max_opening": 0.07,
     # Operator safety.
     "heartbeat": "auto",  # "required", "off", or "auto": required for the fr3 profile
     "heartbeat_topic": "~/heartbeat",  # std_msgs/Bool; false = released

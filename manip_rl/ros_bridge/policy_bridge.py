@@ -218,7 +218,7 @@ class PolicyBridge(LifecycleNode):
             InputGuard("object pose", object_config),
             operator,
             self.gripper,
-            float(self._p("grasp_min_opening")),
+            (float(self._p("grasp_min_opening")), float(self._p("grasp_max_opening"))),
             self.counters,
             self._log_throttled,
         )
