@@ -343,11 +343,15 @@ def _run_cases(arm: Arm, proc, log: Path, tally: Tally, cases, moments=MOMENTS) 
         for moment in moments:
             before = len(log.read_text())
             received, enabled_at = _bridge_case(arm, bad, moment)
-            jumps = 0
+            jumps, note = 0, ""
             for t in enabled_at:  # the first command after each enable vs the arm (HOME)
-                after = [c for tc, c in received if tc >= t]
-                if after and np.max(np.abs(after[0] - policy_io.PANDA_HOME)) > FIRST_STEP + 1e-9:
-                    jumps += 1
+                after = [(tc, c) for tc, c in received if tc >= t]
+                if after:
+                    dist = float(np.max(np.abs(after[0][1] - policy_io.PANDA_HOME)))
+                    if dist > FIRST_STEP + 1e-9:
+                        jumps += 1
+                        note += f"; first command {dist:.3f} rad from the arm, "
+                        note += f"{(after[0][0] - t) * 1e3:.0f} ms after the enable request"
             # The jump cases are judged only while commanding; a disabled bridge takes them.
             expect = logged and (moment == "while enabled" or "jumps" not in name)
             tally.record(
@@ -355,7 +359,7 @@ def _run_cases(arm: Arm, proc, log: Path, tally: Tally, cases, moments=MOMENTS) 
                 _outside([c for _, c in received]),
                 jumps,
                 _crashed(proc, log),
-                f"{len(received)} commands, {len(enabled_at)} enables",
+                f"{len(received)} commands, {len(enabled_at)} enables{note}",
                 unlogged=bool(expect) and logged not in log.read_text()[before:],
             )
             if proc.poll() is not None:

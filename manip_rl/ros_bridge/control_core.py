@@ -121,9 +121,10 @@ class ControlCore:
         self.operator.disabled()
 
     # ------------------------------------------------------------------ the step
-    def step(self, now: float) -> tuple[Decision | None, Step | None, float | None]:
+    def step(self, now: float, **filter_args) -> tuple[Decision | None, Step | None, float | None]:
         """One control step at ``now``: (the decision, None when nothing is to be sent; the
-        policy step it came from, if any; the state's age)."""
+        policy step it came from, if any; the state's age). ``filter_args`` go to the safety
+        filter."""
         safety, runner = self.safety, self.runner
         if not safety.enabled:
             self.status = "active, disabled"
@@ -158,7 +159,9 @@ class ControlCore:
                     targets, gripper = step.targets, step.gripper
         box = self.operator.config.has_box and targets is not None
         saved = operator_safety.snapshot(safety) if box else None
-        decision = safety.filter(targets, measured, state_age, gripper, problem or OK)
+        decision = safety.filter(
+            targets, measured, state_age, gripper, problem or OK, **filter_args
+        )
         if box and decision.status == OK:
             # After the filter, on the joints to be sent (either action mode): FK of the command.
             outside = self.operator.outside_workspace(runner.kinematics.ee_pos(decision.joints))

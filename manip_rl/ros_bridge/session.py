@@ -133,6 +133,10 @@ class SimSession:
         self._enable = self.node.create_client(SetBool, "/policy_bridge/enable")
         self._get_state = self.node.create_client(GetState, "/policy_bridge/get_state")
         self._types = {"reset": Trigger, "enable": SetBool, "get_state": GetState}
+        # The driver is the operator: its heartbeat (20 Hz while it spins) keeps the bridge's
+        # enable alive where the profile requires one (robot fr3, or heartbeat: required).
+        heartbeat = self.node.create_publisher(Bool, "/policy_bridge/heartbeat", 10)
+        self.node.create_timer(0.05, lambda: heartbeat.publish(Bool(data=True)))
 
     def _on_success(self, msg) -> None:
         self.success = bool(msg.data)
