@@ -243,3 +243,43 @@ def test_sim_time_ages_stamps_on_the_clock_topic(ros_context, bridge, tmp_path):
         assert "stamped" in _log(tmp_path) and "in the future" in _log(tmp_path)
     finally:
         arm.close()
+
+
+def test_the_gripper_topic_gets_open_close_on_change_and_a_slow_keepalive(arm, tmp_path):
+    from geometry_msgs.msg import PoseStamped
+    from std_msgs.msg import Float64MultiArray
+
+    gripper: list[tuple[float, list[float]]] = []
+    arm.node.create_subscription(
+        Float64MultiArray,
+        "/gripper_controller/commands",
+        lambda m: gripper.append((time.monotonic(), list(m.data))),
+        10,
+    )
+    pose_pub = arm.node.create_publisher(PoseStamped, "/test_arm/object_pose", 10)
+
+    def publish_pose() -> None:
+        pose = PoseStamped()
+        pose.header.stamp, pose.header.frame_id = _time(arm.now()), BASE
+        pose.pose.position.x, pose.pose.position.z = 0.5, 0.025
+        pose.pose.orientation.w = 1.0
+        pose_pub.publish(pose)
+
+    arm.node.create_timer(0.02, publish_pose)
+    params = ["-p", "object_pose_topic:=/test_arm/object_pose", "-p", "gripper_backend:=topic"]
+    params += ["-p", "gripper_mode:=discrete", "-p", "gripper_keepalive:=1.0"]
+    policy = str(dds.PRETRAINED_DIR / "panda_pick_place.pt")
+    proc = start_bridge(policy, tmp_path / "bridge.log", *params)
+    try:
+        assert _wait_active(arm, tmp_path), _log(tmp_path)
+        assert _enable(arm).success
+        arm.spin(3.0)
+    finally:
+        dds.stop_node(proc)
+    assert len(arm.commands) > 40, _log(tmp_path)  # the arm at 25 Hz
+    widths = [sum(g) for _, g in gripper]
+    assert gripper, "the gripper's state must be sent"
+    assert set(np.round(widths, 6)) <= {0.0, 0.08}, f"open/close widths only, got {widths}"
+    changes = sum(a != b for a, b in zip(widths, widths[1:], strict=False))
+    # One message per change of state plus a keepalive a second: nothing like 25 Hz.
+    assert len(gripper) <= changes + 1 + 4, f"{len(gripper)} gripper messages in 3 s"
