@@ -49,7 +49,7 @@ from std_srvs.srv import SetBool
 
 from manip_rl.fileio import atomic_write_text
 from manip_rl.robots import get_robot
-from manip_rl.ros_bridge import bridge_params, dds, guard_params, loop_stats
+from manip_rl.ros_bridge import bridge_params, dds, guard_params, loop_stats, operator_safety
 from manip_rl.ros_bridge.bridge_cli import add_arguments, ros_arguments, run
 from manip_rl.ros_bridge.bridge_params import RATE_TOLERANCE
 from manip_rl.ros_bridge.commands import CommandOutput
@@ -180,6 +180,9 @@ class PolicyBridge(LifecycleNode):
         goal_config, object_config = guard_params.perception_configs(self._p, robot)
         operator = OperatorGuard(guard_params.operator_config(self._p, robot))
         self.runner.dry_run()
+        # The workspace check's first forward kinematics and filter copy: paid here, not live.
+        operator.outside_workspace(self.runner.kinematics.ee_pos(self.runner.spec.home))
+        operator_safety.snapshot(self.safety)
 
         # Depth 1: a bridge that fell behind takes the newest state, never a backlog of old ones.
         sensor_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
