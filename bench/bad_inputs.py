@@ -8,13 +8,18 @@ becomes a command"). Run: ``PYTHONPATH=$PWD python bench/bad_inputs.py [--json o
 * **Bridge, edited policy files.** The shipped file with its manip_rl.json metadata rewritten
   (limits, joint names, control period, joint scale): each is served to an arm standing 0.04 rad
   past the policy's limits, and must be refused or served within the robot's real limits.
+* **Bridge, perception and operator (issue #16).** Goals and joint states stamped too old, in
+  the future or unstamped, goals in another frame or jumping; with the shipped PandaPush policy,
+  object poses that are NaN, have a zero quaternion, are stale, future-stamped, in another frame
+  or jump; with ``heartbeat: required``, a heartbeat that stops or never came. Each must hold
+  (or lapse the enable) and say so in the bridge's log.
 * **sim_arm.** Bad forward commands, joint trajectories and gripper commands.
 
 Counted: cases tried; commands outside the robot's real limits (the bridge's: the policy's
 limits intersected with the datasheet's; sim_arm's: joint states outside the datasheet's);
 first commands after an enable farther from the arm's last plausible position than the ramp-in
 allows; crashes (a node process that died, or a traceback in its log, or a bridge that neither
-served an edited file nor exited refusing it).
+served an edited file nor exited refusing it); bad inputs of issue #16 that left no log line.
 """
 
 from __future__ import annotations
@@ -79,6 +84,30 @@ GOAL_CASES = {
     "goal 1e6 m away": (1e6, 1e6, 1e6),
 }
 MOMENTS = ("disabled, then enable", "right after enable", "while enabled")
+BASE_FRAME = "panda_link0"
+OBJECT = (0.5, 0.0, 0.02)  # a cube on the table in front of the arm
+
+# name -> (Arm attributes to set, the bridge's log line for it); issue #16
+PERCEPTION_CASES: dict[str, tuple[dict, str]] = {
+    "goal stamped 2 s ago": ({"goal_offset": -2.0}, "s old on arrival"),
+    "goal stamped 2 s ahead": ({"goal_offset": 2.0}, "in the future"),
+    "goal unstamped": ({"goal_unstamped": True}, "was it stamped"),
+    "goal in frame camera_link": ({"goal_frame": "camera_link"}, "frame_id 'camera_link'"),
+    "goal with empty frame_id": ({"goal_frame": ""}, "frame_id ''"),
+    "goal jumps 0.5 m": ({"goal": (0.5, 0.6, 0.3)}, "goal refused: moved"),
+    "joint state stamped 1 s ahead": ({"state_offset": 1.0}, "in the future"),
+    "joint state stamped 1 s ago": ({"state_offset": -1.0}, "old by its stamp"),
+}
+OBJECT_CASES: dict[str, tuple[dict, str]] = {
+    "object NaN": ({"object": (float("nan"), 0.0, 0.02)}, "NaN or infinite"),
+    "object quaternion NaN": ({"object_quat": (float("nan"), 0, 0, 1)}, "NaN or infinite"),
+    "object quaternion zero": ({"object_quat": (0.0, 0, 0, 0)}, "norm 0"),
+    "object stamped 1 s ago": ({"object_offset": -1.0}, "s old on arrival"),
+    "object stamped 1 s ahead": ({"object_offset": 1.0}, "in the future"),
+    "object in frame camera_link": ({"object_frame": "camera_link"}, "frame_id 'camera_link'"),
+    "object jumps 0.5 m": ({"object": (0.5, 0.5, 0.02)}, "object pose refused: moved"),
+    "object pose stops": ({"object_publishing": False}, "object pose is"),
+}
 
 
 class Arm:
@@ -101,6 +130,13 @@ class Arm:
         self.js_pub = self.node.create_publisher(JointState, "/joint_states", 10)
         self.goal_pub = self.node.create_publisher(PointStamped, "/bad_inputs/goal", 10)
         self._goal_msg = PointStamped()
+        from geometry_msgs.msg import PoseStamped
+        from std_msgs.msg import Bool
+
+        self._pose_msg, self._Bool = PoseStamped(), Bool
+        self.object_pub = self.node.create_publisher(PoseStamped, "/bad_inputs/object_pose", 10)
+        self.heartbeat_pub = self.node.create_publisher(Bool, "/policy_bridge/heartbeat", 10)
+        self.heartbeat = False
         self.node.create_subscription(
             Float64MultiArray,
             "/forward_position_controller/commands",
@@ -112,6 +148,17 @@ class Arm:
 
     def good(self, position=HOME9) -> None:
         self.names, self.position, self.velocity, self.goal = NAMES9, position, np.zeros(9), GOAL
+        # Perception as it should be: stamped now, in the base frame (issue #16).
+        self.goal_offset = self.object_offset = self.state_offset = 0.0
+        self.goal_unstamped = False
+        self.goal_frame = self.object_frame = BASE_FRAME
+        self.object, self.object_quat, self.object_publishing = OBJECT, (1.0, 0, 0, 0), True
+
+    def _stamp(self, offset: float):
+        from builtin_interfaces.msg import Time
+
+        t = self.node.get_clock().now().nanoseconds * 1e-9 + offset
+        return Time(sec=int(t), nanosec=int((t - int(t)) * 1e9))
 
     def set_case(self, case: tuple) -> None:
         names, position, velocity = case
@@ -124,13 +171,29 @@ class Arm:
     def _tick(self) -> None:
         g = self._goal_msg
         g.point.x, g.point.y, g.point.z = (float(x) for x in self.goal)
+        g.header.frame_id = self.goal_frame
+        g.header.stamp = self._stamp(self.goal_offset)
+        if self.goal_unstamped:
+            g.header.stamp.sec = g.header.stamp.nanosec = 0
         self.goal_pub.publish(g)
+        if self.object_publishing:
+            pose = self._pose_msg
+            pose.header.frame_id, pose.header.stamp = (
+                self.object_frame,
+                self._stamp(self.object_offset),
+            )
+            p, o = pose.pose.position, pose.pose.orientation
+            p.x, p.y, p.z = (float(x) for x in self.object)
+            o.w, o.x, o.y, o.z = (float(x) for x in self.object_quat)
+            self.object_pub.publish(pose)
+        if self.heartbeat:
+            self.heartbeat_pub.publish(self._Bool(data=True))
         msg = self._JointState(
             name=list(self.names),
             position=[float(x) for x in self.position],
             velocity=[float(x) for x in self.velocity],
         )
-        msg.header.stamp = self.node.get_clock().now().to_msg()
+        msg.header.stamp = self._stamp(self.state_offset)
         self.js_pub.publish(msg)
 
     def spin(self, seconds: float) -> None:
@@ -165,14 +228,24 @@ class Tally:
         self.outside = 0
         self.jumps = 0
         self.crashes = 0
+        self.unlogged = 0
         self.lines: list[str] = []
 
-    def record(self, name: str, outside: int, jumps: int, crashed: bool, note: str = "") -> None:
+    def record(
+        self,
+        name: str,
+        outside: int,
+        jumps: int,
+        crashed: bool,
+        note: str = "",
+        unlogged: bool = False,
+    ) -> None:
         self.cases += 1
         self.outside += outside
         self.jumps += jumps
         self.crashes += int(crashed)
-        flag = "FAIL" if (outside or jumps or crashed) else "ok"
+        self.unlogged += int(unlogged)
+        flag = "FAIL" if (outside or jumps or crashed or unlogged) else "ok"
         self.lines.append(f"{flag:4} {name}: {note}")
         print(self.lines[-1], flush=True)
 
@@ -197,19 +270,14 @@ def _wait_active(arm: Arm, proc, log: Path, timeout: float = 60.0) -> bool:
     return False
 
 
-def _bridge_case(arm: Arm, name: str, case: tuple | None, goal, moment: str) -> tuple:
-    """One bad input at one moment; returns (commands, enable times)."""
+def _bridge_case(arm: Arm, bad, moment: str) -> tuple:
+    """One bad input (``bad()`` sets it on the arm) at one moment; returns (commands, enable
+    times)."""
     arm.good()
     arm.enable(False)
     arm.spin(0.3)
     arm.commands.clear()
     enabled_at: list[float] = []
-
-    def bad() -> None:
-        if case is not None:
-            arm.set_case(case)
-        else:
-            arm.goal = goal
 
     def enable() -> None:
         t = time.monotonic()
@@ -254,28 +322,106 @@ def bridge_input_cases(context, workdir: Path, tally: Tally) -> None:
     try:
         if not _wait_active(arm, proc, log):
             raise SystemExit(f"the bridge did not become active:\n{log.read_text()[-2000:]}")
-        cases = [(n, c, None) for n, c in JOINT_STATE_CASES.items()]
-        cases += [(n, None, g) for n, g in GOAL_CASES.items()]
-        for name, case, goal in cases:
-            for moment in MOMENTS:
-                received, enabled_at = _bridge_case(arm, name, case, goal, moment)
-                jumps = 0
-                for t in enabled_at:  # the first command after each enable vs the arm (HOME)
-                    after = [c for tc, c in received if tc >= t]
-                    if (
-                        after
-                        and np.max(np.abs(after[0] - policy_io.PANDA_HOME)) > FIRST_STEP + 1e-9
-                    ):
+        cases = [(n, lambda c=c: arm.set_case(c), "") for n, c in JOINT_STATE_CASES.items()]
+        cases += [(n, lambda g=g: setattr(arm, "goal", g), "") for n, g in GOAL_CASES.items()]
+        cases += [(n, lambda a=a: _set_attrs(arm, a), t) for n, (a, t) in PERCEPTION_CASES.items()]
+        _run_cases(arm, proc, log, tally, cases)
+    finally:
+        arm.close()
+        dds.stop_node(proc)
+
+
+def _set_attrs(arm: Arm, attrs: dict) -> None:
+    for k, v in attrs.items():
+        setattr(arm, k, v)
+
+
+def _run_cases(arm: Arm, proc, log: Path, tally: Tally, cases, moments=MOMENTS) -> None:
+    """Each (name, bad, log text) at each moment; the log text ('' for none expected) must
+    appear in the bridge's log during the case."""
+    for name, bad, logged in cases:
+        for moment in moments:
+            before = len(log.read_text())
+            received, enabled_at = _bridge_case(arm, bad, moment)
+            jumps, note = 0, ""
+            for t in enabled_at:  # the first command after each enable vs the arm (HOME)
+                after = [(tc, c) for tc, c in received if tc >= t]
+                if after:
+                    dist = float(np.max(np.abs(after[0][1] - policy_io.PANDA_HOME)))
+                    if dist > FIRST_STEP + 1e-9:
                         jumps += 1
-                tally.record(
-                    f"bridge: {name} ({moment})",
-                    _outside([c for _, c in received]),
-                    jumps,
-                    _crashed(proc, log),
-                    f"{len(received)} commands, {len(enabled_at)} enables",
-                )
-                if proc.poll() is not None:
-                    return
+                        note += f"; first command {dist:.3f} rad from the arm, "
+                        note += f"{(after[0][0] - t) * 1e3:.0f} ms after the enable request"
+            # The jump cases are judged only while commanding; a disabled bridge takes them.
+            expect = logged and (moment == "while enabled" or "jumps" not in name)
+            tally.record(
+                f"bridge: {name} ({moment})",
+                _outside([c for _, c in received]),
+                jumps,
+                _crashed(proc, log),
+                f"{len(received)} commands, {len(enabled_at)} enables{note}",
+                unlogged=bool(expect) and logged not in log.read_text()[before:],
+            )
+            if proc.poll() is not None:
+                return
+
+
+def object_and_operator_cases(context, workdir: Path, tally: Tally) -> None:
+    """The shipped PandaPush policy (it observes the object pose), then a heartbeat-required
+    bridge: bad object poses; a heartbeat that never came or stops."""
+    push = str(dds.PRETRAINED_DIR / "panda_push.pt")
+    topics = [
+        "-p",
+        "goal_topic:=/bad_inputs/goal",
+        "-p",
+        "object_pose_topic:=/bad_inputs/object_pose",
+    ]
+    log = workdir / "bridge_objects.log"
+    proc = dds.start_node(
+        "serve", ["--policy", push, "--autostart", "--ros-args", *topics], DOMAIN, log
+    )
+    arm = Arm(context)
+    try:
+        if not _wait_active(arm, proc, log):
+            raise SystemExit(f"the push bridge did not become active:\n{log.read_text()[-2000:]}")
+        cases = [(n, lambda a=a: _set_attrs(arm, a), t) for n, (a, t) in OBJECT_CASES.items()]
+        _run_cases(arm, proc, log, tally, cases)
+    finally:
+        arm.close()
+        dds.stop_node(proc)
+    log = workdir / "bridge_heartbeat.log"
+    args = ["--autostart", "--ros-args", *topics[:2], "-p", "heartbeat:=required"]
+    proc = dds.start_node("serve", args, DOMAIN, log)
+    arm = Arm(context)
+    try:
+        if not _wait_active(arm, proc, log):
+            raise SystemExit(f"the bridge did not become active:\n{log.read_text()[-2000:]}")
+        arm.good()
+        refused = not arm.enable(True)
+        tally.record(
+            "bridge: enable without a heartbeat",
+            _outside([c for _, c in arm.commands]),
+            0,
+            _crashed(proc, log),
+            "refused" if refused else "ENABLED",
+            unlogged=not refused or "no heartbeat" not in log.read_text(),
+        )
+        arm.heartbeat = True
+        arm.spin(0.3)
+        enabled = arm.enable(True)
+        arm.spin(0.8)
+        arm.heartbeat = False
+        t_stop = time.monotonic()
+        arm.spin(1.5)
+        late = [c for tc, c in arm.commands if tc > t_stop + 0.5 + 0.3]
+        tally.record(
+            "bridge: heartbeat stops while enabled",
+            _outside([c for _, c in arm.commands]) + len(late),  # a command after the lapse
+            0,
+            _crashed(proc, log),
+            f"enabled {enabled}, {len(late)} commands after the lapse",
+            unlogged="enable lapsed: no heartbeat" not in log.read_text(),
+        )
     finally:
         arm.close()
         dds.stop_node(proc)
@@ -460,7 +606,9 @@ DOMAIN = dds.domain_id_for(os.getpid() + 53)
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", help="write the tally here")
-    p.add_argument("--only", choices=("inputs", "files", "sim"), help="one group of cases")
+    p.add_argument(
+        "--only", choices=("inputs", "objects", "files", "sim"), help="one group of cases"
+    )
     args = p.parse_args()
     import rclpy
 
@@ -473,6 +621,8 @@ def main() -> int:
             workdir = Path(tmp)
             if args.only in (None, "inputs"):
                 bridge_input_cases(context, workdir, tally)
+            if args.only in (None, "objects"):
+                object_and_operator_cases(context, workdir, tally)
             if args.only in (None, "files"):
                 policy_file_cases(context, workdir, tally)
             if args.only in (None, "sim"):
@@ -484,17 +634,19 @@ def main() -> int:
         "commands_outside_real_limits": tally.outside,
         "first_command_jumps_beyond_ramp_in": tally.jumps,
         "crashes": tally.crashes,
+        "bad_inputs_without_log_line": tally.unlogged,
     }
     print(
         f"Bad inputs tried against the bridge and sim-arm: {tally.cases} cases; "
         f"{tally.outside} commands outside the robot's real limits, {tally.jumps} first-command "
-        f"jumps beyond the ramp-in allowance, {tally.crashes} crashes"
+        f"jumps beyond the ramp-in allowance, {tally.crashes} crashes, {tally.unlogged} bad inputs "
+        "without a log line"
     )
     if args.json:
         from manip_rl.fileio import atomic_write_text
 
         atomic_write_text(args.json, json.dumps({**summary, "cases": tally.lines}, indent=1))
-    return 0 if not (tally.outside or tally.jumps or tally.crashes) else 1
+    return 0 if not (tally.outside or tally.jumps or tally.crashes or tally.unlogged) else 1
 
 
 if __name__ == "__main__":

@@ -115,6 +115,10 @@ class FakeArm:
         self.state_client = self.node.create_client(GetState, "/policy_bridge/get_state")
 
     def _tick(self) -> None:
+        # The goal as perception publishes it: stamped now, in the base frame (the bridge
+        # refuses an old, unstamped or other-frame goal).
+        self._goal.header.stamp = self.node.get_clock().now().to_msg()
+        self._goal.header.frame_id = "panda_link0"
         self._goal_pub.publish(self._goal)
         if not self.publishing:
             return
@@ -147,8 +151,15 @@ class FakeArm:
     def wait_active(self, timeout: float = 40.0) -> bool:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if self.state_client.service_is_ready() and self.lifecycle_state() == "active":
-                return True
+            if self.state_client.service_is_ready():
+                # A bridge still configuring (autostart: before it spins), or the previous test's
+                # bridge still in this participant's discovery data, answers nothing: ask again.
+                try:
+                    state = self.call(self.state_client, GetState.Request(), timeout=5.0)
+                except AssertionError:
+                    continue
+                if state.current_state.label == "active":
+                    return True
             self.spin(0.2)
         return False
 

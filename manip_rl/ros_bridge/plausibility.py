@@ -6,16 +6,21 @@ this order, a joint state that
 
 1. names a joint twice (which of the values is the joint's?): ``hold_duplicate_joint_names``;
 2. has a NaN or infinite position or velocity: ``hold_nonfinite_input``;
-3. puts a joint outside the robot's position limits by more than ``tolerance`` rad:
+3. is stamped more than ``future_tolerance`` s ahead of the node clock (the publisher's clock is
+   not the bridge's, so no age computed from it means anything): ``hold_future_stamp``;
+4. puts a joint outside the robot's position limits by more than ``tolerance`` rad:
    ``hold_state_outside_limits``;
-4. jumps faster than the arm can move: a joint moved more than
+5. jumps faster than the arm can move: a joint moved more than
    ``speed_margin x velocity limit x elapsed + tolerance`` from the last *accepted* reading,
-   elapsed counted between the two readings' arrival times: ``hold_state_jump``.
+   elapsed counted between the two readings' header stamps: ``hold_state_jump``.
+
+Stamps, not arrival times, are the readings' times (issue #16): the bridge ages the newest
+accepted reading by its stamp on the node clock (``use_sim_time`` included).
 
 The reference of the jump test is the last accepted reading, not the previous message, so a
 glitch is rejected on its way out and on its way back, and a real motion that the bridge missed
 (a gap in the stream, a simulator reset) is accepted once the arm could have made it. The
-tolerance covers sensor noise and the bunching of messages in delivery. Missing joints and
+tolerance covers sensor noise and stamp jitter. Missing joints and
 mismatched array sizes are contract errors (:class:`~manip_rl.ros_bridge.runner.JointStateError`,
 raised to the caller), not readings.
 """
@@ -29,6 +34,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from manip_rl.robots import RobotDescription
+from manip_rl.ros_bridge.perception import HOLD_FUTURE_STAMP
 from manip_rl.ros_bridge.runner import DuplicateJointNames, JointMap, JointReading
 from manip_rl.ros_bridge.safety import (
     HOLD_DUPLICATE_NAMES,
@@ -42,19 +48,23 @@ DEFAULT_TOLERANCE = (
     0.05  # rad: well above joint-encoder noise (Franka: ~1e-4 rad), far below a jump
 )
 DEFAULT_SPEED_MARGIN = 1.5  # readings may move this many times the datasheet velocity limit
+# s a stamp may lie ahead of the node clock: clock skew between two synchronized machines.
+DEFAULT_FUTURE_TOLERANCE = 0.02
 
 
 @dataclasses.dataclass(frozen=True)
 class PlausibilityConfig:
     """What a reading may be: ``lower``/``upper`` position limits (rad) and ``velocity`` limits
     (rad/s) per joint in the policy's joint order, ``tolerance`` (rad) allowed beyond the limits
-    and beyond the speed bound, ``speed_margin`` on the velocity limits."""
+    and beyond the speed bound, ``speed_margin`` on the velocity limits, ``future_tolerance``
+    (s) a stamp may lie ahead of the node clock."""
 
     lower: np.ndarray
     upper: np.ndarray
     velocity: np.ndarray
     tolerance: float = DEFAULT_TOLERANCE
     speed_margin: float = DEFAULT_SPEED_MARGIN
+    future_tolerance: float = DEFAULT_FUTURE_TOLERANCE
 
     def __post_init__(self) -> None:
         for name in ("lower", "upper", "velocity"):
@@ -73,6 +83,10 @@ class PlausibilityConfig:
                 f"state_speed_margin must be >= 1 (a multiple of the robot's velocity limits), "
                 f"got {self.speed_margin!r}"
             )
+        if not (math.isfinite(self.future_tolerance) and self.future_tolerance >= 0):
+            raise ValueError(
+                f"stamp_future_tolerance must be >= 0 s, got {self.future_tolerance!r}"
+            )
 
     @classmethod
     def from_robot(
@@ -80,9 +94,17 @@ class PlausibilityConfig:
         robot: RobotDescription,
         tolerance: float = DEFAULT_TOLERANCE,
         speed_margin: float = DEFAULT_SPEED_MARGIN,
+        future_tolerance: float = DEFAULT_FUTURE_TOLERANCE,
     ) -> PlausibilityConfig:
         """The robot description's position and velocity limits (joints in its order)."""
-        return cls(robot.lower, robot.upper, robot.velocity, float(tolerance), float(speed_margin))
+        return cls(
+            robot.lower,
+            robot.upper,
+            robot.velocity,
+            float(tolerance),
+            float(speed_margin),
+            float(future_tolerance),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,9 +157,11 @@ class StateCheck:
         position: Sequence[float],
         velocity: Sequence[float],
         t: float,
+        now: float | None = None,
     ) -> Verdict:
-        """Judge one JointState (its name, position and velocity arrays) that arrived at ``t``
-        (s, a monotonic clock). Raises ``JointStateError`` for missing joints or wrong sizes."""
+        """Judge one JointState (its name, position and velocity arrays) stamped ``t`` (s),
+        received at ``now`` on the same clock (None: ``t``, no future test). Raises
+        ``JointStateError`` for missing joints or wrong sizes."""
         cfg = self.config
         try:
             reading = self.joint_map.read(names, position, velocity)
@@ -145,6 +169,13 @@ class StateCheck:
             return self._reject(HOLD_DUPLICATE_NAMES, str(e))
         if not reading.is_finite():
             return self._reject(HOLD_NONFINITE, "the joint state has a NaN or infinite value")
+        if now is not None and t - now > cfg.future_tolerance:
+            return self._reject(
+                HOLD_FUTURE_STAMP,
+                f"the joint state is stamped {t - now:.3f} s in the future (more than "
+                f"stamp_future_tolerance {cfg.future_tolerance:g} s): the publisher's clock is "
+                "not the bridge's (use_sim_time on one side only?)",
+            )
         q = reading.position
         outside = (q < self._low) | (q > self._high)
         if outside.any():

@@ -9,11 +9,14 @@ holds its last target); **cleanup** releases the policy.
 
 Even when active the bridge sends nothing until ``~/enable`` (``std_srvs/SetBool``) arms the
 safety filter (:mod:`manip_rl.ros_bridge.safety`). Inputs: ``/joint_states`` (matched by joint
-name), ``~/goal`` (``geometry_msgs/PointStamped``), ``~/object_pose`` (``PoseStamped``, push and
-pick-and-place). Outputs: ``std_msgs/Float64MultiArray`` on
-``/forward_position_controller/commands`` or ``trajectory_msgs/JointTrajectory`` on
-``/joint_trajectory_controller/joint_trajectory`` (parameter ``output``), the gripper on
-``/gripper_controller/commands``, and ``/diagnostics``. See docs/ros2.md.
+name, aged by header stamp), ``~/goal`` (``geometry_msgs/PointStamped``), ``~/object_pose``
+(``PoseStamped``, push and pick-and-place), each judged for stamp, frame and jumps
+(:mod:`.perception`), and ``~/heartbeat`` (``std_msgs/Bool``, :mod:`.operator_safety`). Outputs:
+``std_msgs/Float64MultiArray`` on ``/forward_position_controller/commands`` or
+``trajectory_msgs/JointTrajectory`` on ``/joint_trajectory_controller/joint_trajectory``
+(parameter ``output``), the gripper by topic or ``GripperCommand`` action (:mod:`.gripper`), and
+``/diagnostics``. Every age and timer is on the node clock (``use_sim_time`` works). See
+docs/ros2.md.
 
 Control steps run on the arrival of the first joint state at or after each tick of the control
 period (``trigger: state``, the way a ros2_control controller updates right after the hardware
@@ -21,7 +24,8 @@ read), so a command leaves within the policy's inference time of the state it wa
 timer at the control period catches missing states and holds. ``trigger: timer`` runs steps on
 the timer alone.
 
-The node is this module; its parameters and limits are in :mod:`.bridge_params`, its loop
+The node is this module; its control step and guards are in :mod:`.control_core` (ROS-free),
+its parameters and limits in :mod:`.bridge_params` and :mod:`.guard_params`, its loop
 statistics and diagnostics in :mod:`.loop_stats`, its command line (``manip-rl serve``) in
 :mod:`.bridge_cli`.
 """
@@ -40,19 +44,23 @@ from geometry_msgs.msg import PointStamped, PoseStamped
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
 from std_srvs.srv import SetBool
 
 from manip_rl.fileio import atomic_write_text
 from manip_rl.robots import get_robot
-from manip_rl.ros_bridge import bridge_params, dds, loop_stats
+from manip_rl.ros_bridge import bridge_params, dds, guard_params, loop_stats, operator_safety
 from manip_rl.ros_bridge.bridge_cli import add_arguments, ros_arguments, run
-from manip_rl.ros_bridge.bridge_params import PARAMETERS, RATE_TOLERANCE
+from manip_rl.ros_bridge.bridge_params import RATE_TOLERANCE
 from manip_rl.ros_bridge.commands import CommandOutput
 from manip_rl.ros_bridge.control_clock import ControlClock
+from manip_rl.ros_bridge.control_core import ControlCore
+from manip_rl.ros_bridge.gripper import make_gripper
+from manip_rl.ros_bridge.operator_safety import OperatorGuard
+from manip_rl.ros_bridge.perception import InputGuard, stamp_seconds
 from manip_rl.ros_bridge.plausibility import StateCheck
-from manip_rl.ros_bridge.runner import JointStateError, PolicyRunner
+from manip_rl.ros_bridge.runner import PolicyRunner
 from manip_rl.ros_bridge.safety import (
-    HOLD_NONFINITE,
     OK,
     SafetyFilter,
     bridge_control_period,
@@ -60,6 +68,8 @@ from manip_rl.ros_bridge.safety import (
 )
 
 NODE_NAME = "policy_bridge"
+# Every parameter the node declares: the loop's and the guards' (issue #16).
+PARAMETERS: dict[str, object] = {**bridge_params.PARAMETERS, **guard_params.PARAMETERS}
 # The names manip-rl serve, the launch files and the tests take from this module.
 __all__ = ["PARAMETERS", "RATE_TOLERANCE", "PolicyBridge", "add_arguments", "ros_arguments", "run"]
 
@@ -75,6 +85,8 @@ class PolicyBridge(LifecycleNode):
         self.runner: PolicyRunner | None = None
         self.safety: SafetyFilter | None = None
         self.state_check: StateCheck | None = None
+        self.core: ControlCore | None = None  # the guards and the step, ROS-free
+        self.gripper = None
         self.configure_error = ""  # why the last configure failed ("" when it did not)
         self._log_times: dict[str, float] = {}
         self.period = 0.0
@@ -96,16 +108,18 @@ class PolicyBridge(LifecycleNode):
     def _p(self, name: str):
         return self.get_parameter(name).value
 
+    def _now(self) -> float:
+        """The node clock in s: every age and deadline is on it (ROS time with use_sim_time)."""
+        return self.get_clock().now().nanoseconds * 1e-9
+
     def _reset_inputs(self) -> None:
-        self._reading = None
-        self._state_time: float | None = None  # perf_counter when the newest valid state arrived
+        self._state_now = None  # node clock when the newest valid state arrived (for the ticks)
+        self._state_arrival = 0.0  # perf_counter when it arrived (for the latency statistics)
         self._last_names: tuple[str, ...] | None = None
-        self._goal: np.ndarray | None = None
-        self._object_pos: np.ndarray | None = None
-        self._object_quat: np.ndarray | None = None
+        if self.core is not None:
+            self.core.reset()
         self._ticks = ControlClock(self.period)
         self._last_publish: float | None = None
-        self._status = "inactive"
 
     def _reset_stats(self) -> None:
         self.loop_stats = loop_stats.LoopStats()
@@ -136,6 +150,7 @@ class PolicyBridge(LifecycleNode):
         if not Path(path).is_file():
             raise FileNotFoundError(f"policy file {path} does not exist (parameter 'policy')")
         bridge_params.check_choices(self._p)
+        guard_params.check_choices(self._p)
         # Read once here, not per message: the control path does no parameter look-ups.
         self._trigger_state = self._p("trigger") == "state"
         import torch
@@ -160,9 +175,14 @@ class PolicyBridge(LifecycleNode):
             bridge_params.safety_config(self._p, robot, self.policy.action_spec, self.period)
         )
         self.state_check = StateCheck(
-            bridge_params.plausibility_config(self._p, robot), self.runner.joint_map
+            guard_params.plausibility_config(self._p, robot), self.runner.joint_map
         )
+        goal_config, object_config = guard_params.perception_configs(self._p, robot)
+        operator = OperatorGuard(guard_params.operator_config(self._p, robot))
         self.runner.dry_run()
+        # The workspace check's first forward kinematics and filter copy: paid here, not live.
+        operator.outside_workspace(self.runner.kinematics.ee_pos(self.runner.spec.home))
+        operator_safety.snapshot(self.safety)
 
         # Depth 1: a bridge that fell behind takes the newest state, never a backlog of old ones.
         sensor_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -171,6 +191,7 @@ class PolicyBridge(LifecycleNode):
                 JointState, self._p("joint_states_topic"), self._on_joint_state, sensor_qos
             ),
             self.create_subscription(PointStamped, self._p("goal_topic"), self._on_goal, 10),
+            self.create_subscription(Bool, self._p("heartbeat_topic"), self._on_heartbeat, 10),
         ]
         if self.runner.needs_object:
             self._subs.append(
@@ -178,14 +199,32 @@ class PolicyBridge(LifecycleNode):
                     PoseStamped, self._p("object_pose_topic"), self._on_object_pose, sensor_qos
                 )
             )
+        # The gripper has its own path (manip_rl.ros_bridge.gripper), not the arm's stream.
         self._output = CommandOutput(
-            self,
-            self._p,
-            self.runner.spec.joint_names,
-            self.policy.action_spec.gripper,
-            self.period,
+            self, self._p, self.runner.spec.joint_names, False, self.period
         )
         self._pubs = self._output.publishers
+        if self.policy.action_spec.gripper:
+            self.gripper = make_gripper(
+                self,
+                guard_params.gripper_config(self._p),
+                str(self._p("gripper_backend")),
+                self._p("gripper_topic"),
+                self._p("gripper_action"),
+                lambda message: self._log_throttled("gripper", message),
+            )
+        self.core = ControlCore(
+            self.runner,
+            self.safety,
+            self.state_check,
+            InputGuard("goal", goal_config),
+            InputGuard("object pose", object_config),
+            operator,
+            self.gripper,
+            (float(self._p("grasp_min_opening")), float(self._p("grasp_max_opening"))),
+            self.counters,
+            self._log_throttled,
+        )
         self._enable_srv = self.create_service(SetBool, "~/enable", self._on_enable)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(
@@ -223,7 +262,7 @@ class PolicyBridge(LifecycleNode):
             np.zeros(self.policy.obs_dim, dtype=np.float32) if self._p("keep_warm") else None
         )
         self._active = True
-        self._status = "active, disabled"
+        self.core.status = "active, disabled"
         self.get_logger().info(
             f"active at {1 / self.period:g} Hz (trigger {self._p('trigger')}, output "
             f"{self._p('output')}); call ~/enable to start commanding"
@@ -267,12 +306,12 @@ class PolicyBridge(LifecycleNode):
 
     def _stop_control(self) -> None:
         self._active = False
-        if self.safety is not None:
-            self.safety.disable()
+        if self.core is not None:
+            self.core.disable()
+            self.core.status = "inactive"
         if self._control_timer is not None:
             self.destroy_timer(self._control_timer)
             self._control_timer = None
-        self._status = "inactive"
 
     def _release(self) -> None:
         for s in self._subs:
@@ -280,6 +319,9 @@ class PolicyBridge(LifecycleNode):
         for p in self._pubs:
             self.destroy_publisher(p)
         self._subs, self._pubs, self._output = [], [], None
+        if self.gripper is not None:
+            self.gripper.backend.close(self)
+            self.gripper = None
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
@@ -289,8 +331,8 @@ class PolicyBridge(LifecycleNode):
         if getattr(self, "_enable_srv", None) is not None:
             self.destroy_service(self._enable_srv)
             self._enable_srv = None
-        self.policy = self.runner = self.safety = self.state_check = None
         self._reset_inputs()
+        self.policy = self.runner = self.safety = self.state_check = self.core = None
 
     # ------------------------------------------------------------------ autostart
     def start_autostart(self) -> bool:
@@ -316,90 +358,68 @@ class PolicyBridge(LifecycleNode):
             self.get_logger().error(message)
 
     def _on_joint_state(self, msg: JointState) -> None:
-        now = time.perf_counter()
+        arrival, now = time.perf_counter(), self._now()
         self._last_names = tuple(msg.name)
-        if self.state_check is None:
+        if self.core is None:
             return
         # Judged while inactive too: the reference reading stays current, and enabling is
-        # refused while the newest state is implausible.
-        try:
-            verdict = self.state_check.check(msg.name, msg.position, msg.velocity, now)
-        except JointStateError as e:
-            if self._active:
-                self.counters["rejected_joint_state"] += 1
-                self._log_throttled("contract", f"joint state ignored: {e}")
+        # refused while the newest state is implausible. Its time is its stamp (issue #16).
+        stamp = stamp_seconds(msg.header.stamp)
+        args = (msg.name, msg.position, msg.velocity, stamp, now, self._active)
+        if self.core.joint_state(*args) is None or not self._active:
             return
-        if not verdict.ok:
-            # Never build a command from it: the filter holds until a plausible state arrives.
-            if verdict.status == HOLD_NONFINITE:
-                self.counters["rejected_nonfinite"] += 1
-                self._log_throttled(verdict.status, "joint state with NaN/inf ignored; holding")
-            else:
-                self.counters[f"rejected_{verdict.status.removeprefix('hold_')}"] += 1
-                self._log_throttled(
-                    verdict.status, f"joint state rejected ({verdict.status}): {verdict.detail}"
-                )
-            return
-        if not self._active:
-            return
-        reading = verdict.reading
-        self._ticks.state_arrived(now, self._state_time)
-        self._reading, self._state_time = reading, now
+        self._ticks.state_arrived(now, self._state_now)
+        self._state_now, self._state_arrival = now, arrival
         if self._trigger_state and self._ticks.due(now):
             self._control_step(now, from_state=True)
         elif self._warm_input is not None and self.safety.enabled:
             self.policy.act(self._warm_input)
 
+    def _offer(self, guard_name: str, msg, position, quat) -> None:
+        if self.core is not None:
+            guard = getattr(self.core, guard_name)
+            stamp, frame = stamp_seconds(msg.header.stamp), msg.header.frame_id
+            self.core.offer(guard, stamp, frame, position, quat, self._now())
+
     def _on_goal(self, msg: PointStamped) -> None:
-        g = np.array([msg.point.x, msg.point.y, msg.point.z])
-        if np.isfinite(g).all():
-            self._goal = g
-        else:
-            self.counters["rejected_nonfinite"] += 1
+        self._offer("goal", msg, (msg.point.x, msg.point.y, msg.point.z), None)
 
     def _on_object_pose(self, msg: PoseStamped) -> None:
         p, o = msg.pose.position, msg.pose.orientation
-        pos, quat = np.array([p.x, p.y, p.z]), np.array([o.w, o.x, o.y, o.z])
-        if np.isfinite(pos).all() and np.isfinite(quat).all():
-            self._object_pos, self._object_quat = pos, quat
-        else:
-            self.counters["rejected_nonfinite"] += 1
+        self._offer("obj", msg, (p.x, p.y, p.z), (o.w, o.x, o.y, o.z))
+
+    def _on_heartbeat(self, msg: Bool) -> None:
+        if self.core is not None:
+            self.core.operator.heartbeat(self._now(), bool(msg.data))
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response):
+        response.success = True
         if request.data:
             if not self._active:
                 response.success = False
                 response.message = "not active: configure and activate the node first"
                 return response
-            problem = self.state_check.problem
-            if problem and not self.safety.enabled:  # (an enabled bridge is holding already)
-                response.success = False
-                response.message = (
-                    f"refusing to enable: the newest joint state is implausible ({problem}: "
-                    f"{self.state_check.detail}); enable again once "
-                    f"{self._p('joint_states_topic')} reads plausibly"
-                )
-                self.get_logger().error(response.message)
-                return response
-            if not self.safety.enabled:
-                self.safety.enable()
-                self.runner.reset()
+            if not self.safety.enabled:  # (an enabled bridge that holds stays enabled)
+                refusal = self.core.enable_refusal(self._now(), self._p("joint_states_topic"))
+                if refusal:
+                    response.success, response.message = False, refusal
+                    self.get_logger().error(refusal)
+                    return response
+                self.core.enable(self._now())
                 self._last_publish = None  # the gap while disabled is no loop period
                 self._ticks.restart()  # the loop starts afresh at the next state
                 self.counters["enables"] += 1
-            response.success = True
             response.message = f"enabled; ramping in over {self._p('ramp_in_time')} s"
         else:
-            if self.safety is not None:
-                self.safety.disable()
-            response.success = True
+            if self.core is not None:
+                self.core.disable()
             response.message = "disabled: no commands are sent"
         self.get_logger().info(response.message)
         return response
 
     # ------------------------------------------------------------------ control loop
     def _on_timer(self) -> None:
-        now = time.perf_counter()
+        now = self._now()
         if not self._trigger_state or self._ticks.next_deadline is None:
             self._control_step(now)
         elif self._ticks.missed_state(now):
@@ -413,47 +433,19 @@ class PolicyBridge(LifecycleNode):
             self.counters["overruns"] += 1
             # When, and how late: the benchmark matches them against a stall probe.
             self.loop_stats.overrun_log.append((now, late))
-        safety, runner = self.safety, self.runner
-        if not safety.enabled:
-            self._status = "active, disabled"
+        decision, step, state_age = self.core.step(now)
+        if self.core.lapse_detail:
+            self.get_logger().error(self.core.lapse_detail)
+            self.core.lapse_detail = ""
+        if decision is None:
             return
-        state_age = None if self._state_time is None else now - self._state_time
-        targets = measured = gripper = None
-        step = None
-        problem = self.state_check.problem
-        if self._reading is not None:
-            measured = self._reading.position
-        if problem:
-            pass  # the newest state is implausible: no policy step, the filter holds
-        elif (
-            state_age is not None
-            and state_age <= safety.config.state_timeout
-            and self._inputs_ready()
-        ):
-            try:
-                step = runner.step(self._reading, self._goal, self._object_pos, self._object_quat)
-            except Exception as e:  # a failing policy must not take the node down: hold
-                self.counters["policy_errors"] += 1
-                self.get_logger().error(
-                    f"policy step failed, holding: {e}", throttle_duration_sec=2.0
-                )
-            else:
-                targets, gripper = step.targets, step.gripper
-        elif state_age is not None and state_age <= safety.config.state_timeout:
-            self._status = "waiting for goal/object pose"
-            self.counters["waiting_inputs"] += 1
-            return
-        decision = safety.filter(targets, measured, state_age, gripper, problem or OK)
-        self._status = decision.status
-        if decision.joints is None:
-            return
-        self._output.publish(decision.joints, decision.gripper)
+        self._output.publish(decision.joints, None)
         t_pub = time.perf_counter()
         self.counters["commands"] += 1
         if decision.status != OK:
             self.counters["holds"] += 1
         else:
-            self._record("latency", t_pub - self._state_time)
+            self._record("latency", t_pub - self._state_arrival)
             self._record("state_age", state_age)
             self._record("inference", step.inference_s)
             if decision.clamped:
@@ -463,11 +455,6 @@ class PolicyBridge(LifecycleNode):
         if self._last_publish is not None:
             self._record("period", t_pub - self._last_publish)
         self._last_publish = t_pub
-
-    def _inputs_ready(self) -> bool:
-        if self._goal is None:
-            return False
-        return not self.runner.needs_object or self._object_pos is not None
 
     # ------------------------------------------------------------------ diagnostics
     def summary(self, window: bool = True) -> dict[str, float]:
@@ -483,12 +470,14 @@ class PolicyBridge(LifecycleNode):
         values["control_period_ms"] = self.period * 1e3
         if self.state_check is not None and self.state_check.problem:
             values["state_problem"] = self.state_check.detail
-        if self._state_time is not None:
-            values["state_age_ms"] = (time.perf_counter() - self._state_time) * 1e3
+        if self.core is not None and self.core.input_detail():
+            values["input_problem"] = self.core.input_detail()
+        if self.core is not None and self.core.state_stamp is not None:
+            values["state_age_ms"] = (self._now() - self.core.state_stamp) * 1e3
         self._diag_pub.publish(
             loop_stats.diagnostic_array(
                 f"{self.get_name()}: control loop",
-                self._status,
+                (self.core.status if self.core else "inactive"),
                 values,
                 self.get_clock().now().to_msg(),
             )

@@ -133,6 +133,10 @@ class SimSession:
         self._enable = self.node.create_client(SetBool, "/policy_bridge/enable")
         self._get_state = self.node.create_client(GetState, "/policy_bridge/get_state")
         self._types = {"reset": Trigger, "enable": SetBool, "get_state": GetState}
+        # The driver is the operator: its heartbeat (20 Hz while it spins) keeps the bridge's
+        # enable alive where the profile requires one (robot fr3, or heartbeat: required).
+        heartbeat = self.node.create_publisher(Bool, "/policy_bridge/heartbeat", 10)
+        self.node.create_timer(0.05, lambda: heartbeat.publish(Bool(data=True)))
 
     def _on_success(self, msg) -> None:
         self.success = bool(msg.data)
@@ -177,8 +181,14 @@ class SimSession:
         while time.monotonic() < end:
             self._check_alive()
             if self._get_state.service_is_ready():
-                state = self.call("get_state", GetState.Request()).current_state.label
-                if state == "active":
+                # A bridge still configuring (autostart: before it spins) answers nothing yet;
+                # on a loaded machine that outlasts one call's timeout.
+                left = max(1.0, min(10.0, end - time.monotonic()))
+                try:
+                    response = self.call("get_state", GetState.Request(), timeout=left)
+                except SessionError:
+                    continue
+                if response.current_state.label == "active":
                     return True
             self.spin(0.25)
         return False
