@@ -58,7 +58,9 @@ def main() -> None:
     import mujoco
 
     print(f"mujoco {mujoco.__version__}")
-    print(f"{'file':22s}{'condition':12s}{'episodes':>9s}{'success':>9s}  95% CI         recorded  holds")
+    print(
+        f"{'file':22s}{'condition':12s}{'episodes':>9s}{'success':>9s}  95% CI         recorded  holds"
+    )
     for name, (n, seed, rec_rand, rec_nom) in RECORDED.items():
         if args.only and name != args.only:
             continue
