@@ -215,7 +215,7 @@ def train(path: str, cfg: dict, progress: bool = True, resume_from: dict | None 
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from manip_rl.policies.algorithms import algorithm_class
+    from manip_rl.policies.algorithms import algorithm_class, policy_class
 
     torch.set_num_threads(int(cfg.get("torch_threads", 1)))
     algo_cls = algorithm_class(cfg["algo"])
@@ -247,7 +247,7 @@ def train(path: str, cfg: dict, progress: bool = True, resume_from: dict | None 
         if norm:
             venv = VecNormalize(venv, gamma=cfg["hyperparams"].get("gamma", 0.99), **norm)
         model = algo_cls(
-            cfg.get("policy", "MlpPolicy"),
+            policy_class(cfg["algo"], cfg.get("policy", "MlpPolicy"), cfg["privileged_critic"]),
             venv,
             policy_kwargs=cfgmod.policy_kwargs(cfg),
             seed=cfg["seed"],
