@@ -348,7 +348,7 @@ class PolicyBridge(LifecycleNode):
         if self._trigger_state and self._ticks.due(now):
             self._control_step(now, from_state=True)
         elif self._warm_input is not None and self.safety.enabled:
-            self.policy.act(self._warm_input)
+            self.runner.warm(self._warm_input)  # a stateful policy's memory stays put
 
     def _on_goal(self, msg: PointStamped) -> None:
         g = np.array([msg.point.x, msg.point.y, msg.point.z])
