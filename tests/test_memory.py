@@ -300,3 +300,13 @@ def _first_step(files, goal, home):
     names = runner.joint_map.required
     reading = runner.joint_map.read(names, home, np.zeros(len(names)))
     return runner.step(reading, goal).action
+
+
+def test_a_stateful_torchscript_file_converts_to_onnx_with_sequence_parity(files, tmp_path):
+    from manip_rl.export import convert_policy_file
+
+    out = str(tmp_path / "lstm_converted.onnx")
+    report = convert_policy_file(files["lstm", "torchscript"], out, samples=2000)
+    assert report["ok"] and report["n"] >= 2000 - 50
+    converted = load_policy(out)
+    assert converted.state_spec == [("h", (1, 16)), ("c", (1, 16))]

@@ -163,6 +163,9 @@ def validate_memory(md: Mapping, obs_dim: int, path: str) -> dict | None:
     file. Refusals name the field (``memory.state[1].shape`` ...)."""
     version = md.get("schema_version")
     if "memory" not in md or md["memory"] is None:
+        if version == 2:
+            raise _fail(path, "memory", "missing; a schema 2 file declares its state there (a "
+                        "memoryless file is schema 1)")  # fmt: skip
         return None
     if version == 1:
         raise _fail(path, "memory", "a schema 1 file has no memory; stateful files are schema 2")
