@@ -310,3 +310,19 @@ def test_a_stateful_torchscript_file_converts_to_onnx_with_sequence_parity(files
     assert report["ok"] and report["n"] >= 2000 - 50
     converted = load_policy(out)
     assert converted.state_spec == [("h", (1, 16)), ("c", (1, 16))]
+
+
+def test_a_robustness_sweep_starts_a_stateful_file_afresh_each_batch(files):
+    from manip_rl.episodes import run_episodes
+    from manip_rl.transfer.actors import FileActor
+
+    policy = load_policy(files["lstm", "torchscript"])
+    env = policy.make_env(randomization="default")
+    act = FileActor(policy, "lstm").bind([env])
+    runs = []
+    for _ in range(2):  # the same episode twice: the second must not start from the first's end
+        actions = []
+        run_episodes([env], lambda obs, a=actions: a.append(act(obs)) or a[-1], 1, seed=7)
+        runs.append(np.concatenate(actions))
+    env.close()
+    np.testing.assert_array_equal(runs[0], runs[1])
