@@ -205,6 +205,7 @@ def test_bad_memory_metadata_is_refused_naming_the_field(files):
     refused(lambda m: m["memory"].update(kind="gru"), "memory.kind")
     refused(lambda m: m["memory"]["state"].pop(), "memory.state")
     refused(lambda m: m["memory"]["state"][0].update(shape=[1, 17]), "memory.state[0].shape")
+    refused(lambda m: m["memory"]["state"][0].update(shape=16), "memory.state[0].shape")
     refused(lambda m: m["memory"]["state"][1].update(name="h"), "memory.state[1].name")
     refused(lambda m: m["memory"]["state"][1].update(reset="keep"), "memory.state[1].reset")
     refused(lambda m: m["memory"]["state"][0].update(dtype="float64"), "memory.state[0].dtype")

@@ -201,7 +201,7 @@ def validate_memory(md: Mapping, obs_dim: int, path: str) -> dict | None:
         if entry.get("name") != name:
             raise _fail(path, f"{field}.name", f"{entry.get('name')!r}; state {i} of a {kind} "
                         f"memory is {name!r}")  # fmt: skip
-        if list(entry.get("shape") or []) != shape or not isinstance(entry.get("shape"), list):
+        if not isinstance(entry.get("shape"), list) or entry["shape"] != shape:
             raise _fail(path, f"{field}.shape", f"{entry.get('shape')!r}; a {kind} memory of "
                         f"this file's sizes has {shape}")  # fmt: skip
         if int(np.prod(shape)) > MAX_STATE_VALUES:
