@@ -345,10 +345,21 @@ def test_refuses_torchscript_without_metadata(tmp_path, ppo_file):
 
 def test_refuses_unknown_schema_version(tmp_path, ppo_file):
     md = _metadata(ppo_file)
-    md["schema_version"] = 2
-    path = str(tmp_path / "v2.pt")
+    md["schema_version"] = 3
+    path = str(tmp_path / "v3.pt")
     _resave(ppo_file, path, json.dumps(md))
-    with pytest.raises(PolicyFileError, match="schema version 2 is unknown"):
+    with pytest.raises(PolicyFileError, match="schema version 3 is unknown"):
+        load_policy(path)
+    md["schema_version"] = 2  # schema 2 is a stateful file's, and declares its memory
+    _resave(ppo_file, path, json.dumps(md))
+    with pytest.raises(PolicyFileError, match="metadata memory: missing"):
+        load_policy(path)
+    md["memory"] = {"kind": "history", "history": 2, "state": [
+        {"name": "history", "shape": [md["observation"]["dim"]], "dtype": "float32",
+         "reset": "zeros"}]}  # fmt: skip
+    md["normalization"]["enabled"] = False  # (sized for one step; a history normalizes 2)
+    _resave(ppo_file, path, json.dumps(md))
+    with pytest.raises(PolicyFileError, match="memory is history, the module's is none"):
         load_policy(path)
     bad = str(tmp_path / "bad_json.pt")
     _resave(ppo_file, bad, "{not json")

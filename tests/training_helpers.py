@@ -10,6 +10,11 @@ def tiny_config(algo: str, steps: int = 400, **over) -> dict:
     )
     cfg["eval"] = {"freq": 200, "episodes": 2}
     cfg["policy_kwargs"] = {"net_arch": [16, 16], "activation_fn": "tanh"}
+    if algo == "recurrent_ppo":
+        # A small LSTM on one thread: an LSTM update over a busy machine's torch thread pool
+        # measured 60x slower per call than on one thread.
+        cfg["policy_kwargs"]["lstm_hidden_size"] = 16
+        cfg["update_threads"] = 1
     hp = cfg["hyperparams"]
     hp["n_steps"] = 50
     if "batch_size" in hp:

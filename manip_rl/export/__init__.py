@@ -50,12 +50,13 @@ _LAZY: dict[str, str] = {
         ),
         "build",
     ),
-    **dict.fromkeys(("FlatPolicy", "FusedMLP"), "flat_policy"),
+    **dict.fromkeys(("FlatPolicy", "FusedMLP", "HistoryPolicy", "RecurrentPolicy"), "flat_policy"),
     **dict.fromkeys(("_atomic_export", "_write_onnx", "_write_torchscript"), "writers"),
     **dict.fromkeys(
         (
             "PARITY_TOLERANCE",
             "check_closed_loop",
+            "check_episode_parity",
             "check_isolated",
             "check_parity",
             "collect_observations",

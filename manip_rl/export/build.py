@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from manip_rl import policy_io
-from manip_rl.export.flat_policy import FlatPolicy
+from manip_rl.export.flat_policy import FlatPolicy, HistoryPolicy, RecurrentPolicy
 from manip_rl.export.policy_file import (
     DICT_KEYS,
     FORMATS,
@@ -127,6 +127,11 @@ def _dict_keys_and_sizes(space: Any) -> list[tuple[str, int]] | None:
     raise ExportError(f"observation space {type(space).__name__} cannot be exported")
 
 
+def _dict_keys_and_sizes_of_actor(space: Any) -> list[tuple[str, int]] | None:
+    """:func:`_dict_keys_and_sizes` of the space the actor reads (see actor_observation_space)."""
+    return _dict_keys_and_sizes(actor_observation_space(space)[0])
+
+
 def _actor_of(policy: Any) -> tuple[nn.Module, bool]:
     """(a copy of policy_net + action_net, squash) of an SB3 ActorCriticPolicy."""
     import copy
@@ -143,8 +148,12 @@ def _actor_of(policy: Any) -> tuple[nn.Module, bool]:
             f"policy class {type(policy).__name__} is not an SB3 ActorCriticPolicy; manip_rl "
             f"exports the on-policy algorithms (ppo, a2c, trpo, reinforce, ppo_kl)"
         )
+    from manip_rl.policies.privileged import PrivilegedExtractor
+
     extractor = policy.pi_features_extractor
-    if isinstance(extractor, CombinedExtractor):
+    if isinstance(extractor, PrivilegedExtractor):
+        pass  # the actor's nets read the "obs" part alone; the critic's are left behind
+    elif isinstance(extractor, CombinedExtractor):
         for key, sub in extractor.extractors.items():
             if not isinstance(sub, nn.Flatten):
                 raise ExportError(f"features extractor for {key!r} is {sub}, not a Flatten")
@@ -170,12 +179,22 @@ def _actor_of(policy: Any) -> tuple[nn.Module, bool]:
     return actor, squash
 
 
-def _normalization(vecnorm: Any, keys_sizes: list[tuple[str, int]] | None, obs_dim: int):
-    """(mean, var, std, normalized mask) in flat order, or Nones when normalization is off."""
+def _normalization(
+    vecnorm: Any, keys_sizes: list[tuple[str, int]] | None, obs_dim: int, key: str | None = None
+):
+    """(mean, var, std, normalized mask) in flat order, or Nones when normalization is off.
+    ``key``: the actor's entry of a Dict observation whose other entries it never sees (the
+    privileged critic's ``obs``)."""
     if vecnorm is None or not getattr(vecnorm, "norm_obs", False):
         return None, None, None, None
     eps = float(vecnorm.epsilon)
     rms = vecnorm.obs_rms
+    if key is not None:
+        if not isinstance(rms, Mapping) or key not in rms:
+            raise ExportError(f"VecNormalize has no statistics of the observation's {key!r}")
+        if vecnorm.norm_obs_keys is not None and key not in vecnorm.norm_obs_keys:
+            return None, None, None, None
+        rms = rms[key]
     if keys_sizes is None:
         if isinstance(rms, Mapping):
             raise ExportError("VecNormalize has per-key statistics, but the policy takes a vector")
@@ -236,6 +255,50 @@ class Exported:
     dict_keys: list[tuple[str, int]] | None
 
 
+def actor_observation_space(space: Any) -> tuple[Any, str | None]:
+    """(the space the actor reads, its key): a privileged-critic policy's ``obs`` entry (the
+    critic's ``privileged`` one is for training only), else the space itself and None."""
+    from gymnasium import spaces
+
+    from manip_rl.policies.memory import OBS_KEY, PRIVILEGED_KEY
+
+    if isinstance(space, spaces.Dict) and set(space.spaces) == {OBS_KEY, PRIVILEGED_KEY}:
+        return space[OBS_KEY], OBS_KEY
+    return space, None
+
+
+def _recurrent_actor(policy: Any) -> nn.LSTM | None:
+    """A copy of the actor LSTM of an sb3-contrib recurrent policy, or None."""
+    lstm = getattr(policy, "lstm_actor", None)
+    if lstm is None:
+        return None
+    lstm = getattr(lstm, "lstm", lstm)  # the privileged policy's ActorInput holds it
+    if (
+        not isinstance(lstm, nn.LSTM)
+        or lstm.batch_first
+        or lstm.bidirectional
+        or (getattr(lstm, "proj_size", 0))
+    ):
+        raise ExportError(f"actor LSTM {lstm} is not a plain nn.LSTM (one direction, no "
+                          "projection, sequence first); it cannot be exported")  # fmt: skip
+    lstm = copy.deepcopy(lstm).to("cpu", torch.float32).eval()
+    for p in lstm.parameters():
+        p.requires_grad_(False)
+    return lstm
+
+
+def memory_metadata(kind: str, state: list[tuple[str, list[int]]], **extra: Any) -> dict:
+    """The ``memory`` entry of a stateful file's metadata (see docs/export.md)."""
+    return {
+        "kind": kind,
+        **extra,
+        "state": [
+            {"name": n, "shape": list(shape), "dtype": "float32", "reset": "zeros"}
+            for n, shape in state
+        ],
+    }
+
+
 def build_export(source: PolicySource) -> Exported:
     """Build the module and its metadata from a :class:`PolicySource`."""
     from gymnasium import spaces
@@ -259,10 +322,15 @@ def build_export(source: PolicySource) -> Exported:
             f"takes {action_spec.dim}; is the action mode right?"
         )
     layout = task_spec.layout(act_dim)
-    keys_sizes = _dict_keys_and_sizes(policy.observation_space)
-    obs_dim = (
-        sum(s for _, s in keys_sizes) if keys_sizes else int(policy.observation_space.shape[0])
-    )
+    actor_space, actor_key = actor_observation_space(policy.observation_space)
+    keys_sizes = _dict_keys_and_sizes(actor_space)
+    input_dim = sum(s for _, s in keys_sizes) if keys_sizes else int(actor_space.shape[0])
+    # An observation history (training's history: k) stacks k flat observations.
+    k = input_dim // layout.flat_dim if keys_sizes is None and layout.flat_dim else 1
+    obs_dim = input_dim // k if k >= 1 and input_dim == k * layout.flat_dim else input_dim
+    lstm = _recurrent_actor(policy)
+    if lstm is not None and k > 1:
+        raise ExportError("a recurrent policy with an observation history is not supported")
     if obs_dim != layout.flat_dim:
         raise ExportError(
             f"the model takes {obs_dim} observation values, the {task} layout has "
@@ -277,9 +345,26 @@ def build_export(source: PolicySource) -> Exported:
         if keys_sizes != expected:
             raise ExportError(f"Dict observation sizes {keys_sizes} differ from {expected}")
     actor, squash = _actor_of(policy)
-    mean, var, std, mask = _normalization(source.vecnormalize, keys_sizes, obs_dim)
+    mean, var, std, mask = _normalization(source.vecnormalize, keys_sizes, input_dim, actor_key)
     clip = float(source.vecnormalize.clip_obs) if mean is not None else 10.0
-    module = FlatPolicy(actor, obs_dim, act_dim, squash, mean, std, clip, mask).eval()
+    memory = None
+    if lstm is not None:
+        module: FlatPolicy = RecurrentPolicy(
+            lstm, actor, obs_dim, act_dim, squash, mean, std, clip, mask
+        )
+        shape = [lstm.num_layers, lstm.hidden_size]
+        memory = memory_metadata(
+            "lstm", [("h", shape), ("c", shape)],
+            lstm={"hidden_size": lstm.hidden_size, "num_layers": lstm.num_layers},
+        )  # fmt: skip
+    elif k > 1:
+        module = HistoryPolicy(
+            actor, input_dim, act_dim, squash, mean, std, clip, mask, step_dim=obs_dim, k=k
+        )
+        memory = memory_metadata("history", [("history", [(k - 1) * obs_dim])], history=k)
+    else:
+        module = FlatPolicy(actor, obs_dim, act_dim, squash, mean, std, clip, mask)
+    module = module.eval()
     from manip_rl.envs.scene import CONTROL_PERIOD
 
     normalization: dict[str, Any] = {
@@ -293,7 +378,9 @@ def build_export(source: PolicySource) -> Exported:
         # Which flat entries VecNormalize normalizes (all, unless norm_obs_keys left some out).
         normalization["normalized"] = mask.tolist()
     metadata = {
-        "schema_version": SCHEMA_VERSION,
+        # A file without memory is written as version 1, which every loader reads; version 2
+        # adds "memory", which a loader of version 1 would not carry.
+        "schema_version": SCHEMA_VERSION if memory is not None else 1,
         "task": task,
         "env_id": source.env_id,
         "observation": {"dim": obs_dim, "fields": layout.flat_fields()},
@@ -312,9 +399,12 @@ def build_export(source: PolicySource) -> Exported:
             "sb3_policy": type(policy).__name__,
             "observation_input": "dict" if keys_sizes else "flat",
             "squash_output": squash,
+            "critic": "privileged" if actor_key is not None else "observation",
         },
         "weights_sha256": weights_sha256(module),
     }
+    if memory is not None:
+        metadata["memory"] = memory
     return Exported(module=module, metadata=metadata, source=source, dict_keys=keys_sizes)
 
 
@@ -404,7 +494,14 @@ def convert_policy_file(
     else:
         mean, std = real.mean(0), real.std(0)
     obs = _test_observations(real, mean, std, samples, np.random.default_rng(seed))
-    diff = float(np.abs(converted.act(obs) - policy.act(obs)).max())
+    if policy.stateful:  # sequences of 50 steps, one state per row, both files from zeros
+        steps = 50
+        obs = obs[: len(obs) // steps * steps].reshape(steps, -1, obs.shape[1])
+        policy.reset()
+        diff = max(float(np.abs(converted.act(o) - policy.act(o)).max()) for o in obs)
+        obs = obs.reshape(-1, obs.shape[2])
+    else:
+        diff = float(np.abs(converted.act(obs) - policy.act(obs)).max())
     report = {"max_abs_diff": diff, "n": len(obs), "tolerance": PARITY_TOLERANCE}
     report["ok"] = diff <= PARITY_TOLERANCE
     if not report["ok"]:

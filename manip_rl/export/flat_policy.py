@@ -7,6 +7,8 @@ class (a TorchScript file carries its own code).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -101,6 +103,9 @@ class FlatPolicy(nn.Module):
         self.act_dim = int(act_dim)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self._head(self._normalized(obs))
+
+    def _normalized(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs
         if self.normalize:
             # float32 obs * float64 scale promotes to float64 inside the one op (exact upcast).
@@ -110,6 +115,9 @@ class FlatPolicy(nn.Module):
             else:
                 x64 = torch.clamp(x64, -self.clip_obs, self.clip_obs)
             x = x64.to(torch.float32)
+        return x
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
         a = self.actor(x)
         if self.squash:
             # gSDE with squash_output: the mode is tanh(mean); unscaling [-1, 1] to the action
@@ -117,3 +125,51 @@ class FlatPolicy(nn.Module):
             return torch.tanh(a)
         # SB3's predict clips the Gaussian mean to the action space bounds.
         return torch.clamp(a, -1.0, 1.0)
+
+
+class HistoryPolicy(FlatPolicy):
+    """A policy on its last ``k`` observations (training's ``history: k``,
+    :class:`manip_rl.policies.memory.HistoryStack`): the state is the ``k - 1`` older
+    observations, newest first, zeros at an episode's start::
+
+        forward(obs: [B, step_dim], history: [B, (k-1)*step_dim]) -> (action, history_out)
+
+    Normalization and the MLP are :class:`FlatPolicy`'s, on the stacked ``k * step_dim`` input.
+    """
+
+    __constants__ = ["normalize", "clip_per_dim", "clip_obs", "squash", "fused", "history_dim"]
+
+    def __init__(self, *args: Any, step_dim: int, k: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.step_dim, self.k = int(step_dim), int(k)
+        self.history_dim = (self.k - 1) * self.step_dim
+
+    def forward(
+        self, obs: torch.Tensor, history: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat((obs.to(history.dtype), history), dim=1)
+        return self._head(self._normalized(x)), x[:, : self.history_dim]
+
+
+class RecurrentPolicy(FlatPolicy):
+    """An LSTM policy (sb3-contrib RecurrentPPO's actor): normalizer, LSTM, MLP, head. The state
+    is the LSTM's hidden and cell state, batch first, zeros at an episode's start::
+
+        forward(obs: [B, obs_dim], h: [B, layers, hidden], c: [B, layers, hidden])
+            -> (action, h_out, c_out)
+    """
+
+    def __init__(self, lstm: nn.LSTM, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lstm = lstm
+        self.hidden_size, self.num_layers = int(lstm.hidden_size), int(lstm.num_layers)
+
+    def forward(
+        self, obs: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self._normalized(obs)
+        # One time step of the sequence; nn.LSTM takes the state layers-first.
+        out, (h1, c1) = self.lstm(
+            x.unsqueeze(0), (h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous())
+        )
+        return self._head(out[0]), h1.transpose(0, 1), c1.transpose(0, 1)

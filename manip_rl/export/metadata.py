@@ -142,11 +142,78 @@ def validate_metadata(md: Any, path: str, fmt: str = "torchscript") -> dict:
     if obs.get("dim") != layout.flat_dim:
         raise _fail(path, "observation.dim", f"{obs.get('dim')!r} does not match the {task} "
                     f"layout of this manip_rl ({layout.flat_dim} values)")  # fmt: skip
-    _validate_normalization(md["normalization"], layout.flat_dim, path)
+    memory = validate_memory(md, layout.flat_dim, path)
+    k = int(memory["history"]) if memory is not None and memory["kind"] == "history" else 1
+    _validate_normalization(md["normalization"], k * layout.flat_dim, path)
     sha = md["weights_sha256"]
     if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
         raise _fail(path, "weights_sha256", f"expected 64 hex digits, got {str(sha)[:70]!r}")
     return md
+
+
+# What each kind of memory carries as its state (names in the file's input order).
+MEMORY_KINDS: Final = {"lstm": ("h", "c"), "history": ("history",)}
+# The largest state one step may carry, in values (a 4-layer LSTM of 1024 units is 4096 each).
+MAX_STATE_VALUES: Final = 1 << 16
+
+
+def validate_memory(md: Mapping, obs_dim: int, path: str) -> dict | None:
+    """The ``memory`` entry of a stateful file (schema 2), checked: its kind, and each state's
+    name, shape, dtype and reset rule agree with what that kind carries. None for a memoryless
+    file. Refusals name the field (``memory.state[1].shape`` ...)."""
+    version = md.get("schema_version")
+    if "memory" not in md or md["memory"] is None:
+        if version == 2:
+            raise _fail(path, "memory", "missing; a schema 2 file declares its state there (a "
+                        "memoryless file is schema 1)")  # fmt: skip
+        return None
+    if version == 1:
+        raise _fail(path, "memory", "a schema 1 file has no memory; stateful files are schema 2")
+    mem = md["memory"]
+    if not isinstance(mem, Mapping):
+        raise _fail(path, "memory", f"expected a mapping {{kind, state: [...]}}, got {mem!r}")
+    kind = mem.get("kind")
+    if kind not in MEMORY_KINDS:
+        raise _fail(path, "memory.kind", f"{kind!r} is unknown; known: {', '.join(MEMORY_KINDS)}")
+    state = mem.get("state")
+    names = MEMORY_KINDS[kind]
+    if not isinstance(state, Sequence) or isinstance(state, str) or len(state) != len(names):
+        raise _fail(path, "memory.state", f"a {kind} memory carries {len(names)} states "
+                    f"({', '.join(names)}), got {state!r}")  # fmt: skip
+    if kind == "history":
+        k = mem.get("history")
+        if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= 1000:
+            raise _fail(path, "memory.history", f"expected an integer k in [2, 1000], got {k!r}")
+        shapes = [[(k - 1) * obs_dim]]
+    else:
+        spec = mem.get("lstm")
+        if not isinstance(spec, Mapping):
+            raise _fail(path, "memory.lstm", f"expected {{hidden_size, num_layers}}, got {spec!r}")
+        for key in ("hidden_size", "num_layers"):
+            v = spec.get(key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise _fail(path, f"memory.lstm.{key}", f"expected a positive integer, got {v!r}")
+        shapes = [[spec["num_layers"], spec["hidden_size"]]] * 2
+    for i, (entry, name, shape) in enumerate(zip(state, names, shapes, strict=True)):
+        field = f"memory.state[{i}]"
+        if not isinstance(entry, Mapping):
+            raise _fail(path, field, f"expected {{name, shape, dtype, reset}}, got {entry!r}")
+        if entry.get("name") != name:
+            raise _fail(path, f"{field}.name", f"{entry.get('name')!r}; state {i} of a {kind} "
+                        f"memory is {name!r}")  # fmt: skip
+        if not isinstance(entry.get("shape"), list) or entry["shape"] != shape:
+            raise _fail(path, f"{field}.shape", f"{entry.get('shape')!r}; a {kind} memory of "
+                        f"this file's sizes has {shape}")  # fmt: skip
+        if int(np.prod(shape)) > MAX_STATE_VALUES:
+            raise _fail(
+                path, f"{field}.shape", f"{shape} holds more than {MAX_STATE_VALUES} values"
+            )
+        if entry.get("dtype") != "float32":
+            raise _fail(path, f"{field}.dtype", f"{entry.get('dtype')!r}; states are float32")
+        if entry.get("reset") != "zeros":
+            raise _fail(path, f"{field}.reset", f"{entry.get('reset')!r}; a state resets to "
+                        "'zeros' at an episode's start")  # fmt: skip
+    return dict(mem)
 
 
 def _validate_action(a: Any, task: str, robot: RobotDescription, path: str) -> dict:

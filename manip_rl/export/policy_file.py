@@ -43,7 +43,8 @@ from manip_rl.export.metadata import (
     validate_metadata,
 )
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2  # 2 adds "memory" (stateful files); memoryless files are written as 1
+READ_SCHEMA_VERSIONS: Final = (1, 2)
 METADATA_FILE: Final = "manip_rl.json"  # TorchScript extra file / ONNX metadata_props key
 ONNX_WEIGHTS_KEY: Final = "manip_rl.onnx_weights_sha256"  # hash of the ONNX initializers
 FORMATS: Final = ("torchscript", "onnx")
@@ -115,12 +116,23 @@ class LoadedPolicy:
             self.task, md["observation"]["fields"]
         )
         self.weights_sha256: str = md["weights_sha256"]
+        memory = md.get("memory")
+        # (name, shape without the batch) of each state the module carries, in its input order.
+        self.state_spec: list[tuple[str, tuple[int, ...]]] = [
+            (st["name"], tuple(int(n) for n in st["shape"]))
+            for st in (memory or {}).get("state", [])
+        ]
+        self.stateful: bool = bool(self.state_spec)
+        self._state: list[np.ndarray] | None = None  # None: zeros at the next act (reset)
         self._single_shape = (self.obs_dim,)
         self._in_dtype = np.dtype(np.float32)  # what the module is fed
         # Batch 1, the robot's case, runs on an input buffer owned here: writing the observation
         # into it casts to float32 and skips the checks and conversions of the general path
         # (~2 us of a ~25 us call). Not reentrant: act from one thread at a time.
-        if self.format == "onnx":
+        if self.stateful:
+            self._forward = self.module.forward if self.format == "torchscript" else None
+            self._in1 = np.zeros((1, self.obs_dim), dtype=np.float32)
+        elif self.format == "onnx":
             self._input_name = self.module.get_inputs()[0].name
             self._output_names = [self.module.get_outputs()[0].name]
             self._run = self._run_onnx
@@ -157,7 +169,31 @@ class LoadedPolicy:
             self._act1 = self._act1_torch
         self._in1_row = self._in1[0]  # a view made once (~0.1 us a call)
 
+    def reset(self) -> None:
+        """Start an episode: the state (LSTM or observation history) is zeros again, as it was
+        in training at an episode's first step. A memoryless policy has nothing to reset."""
+        self._state = None
+
+    @property
+    def state(self) -> dict[str, np.ndarray] | None:
+        """A copy of the state, by name, each (B, *shape); None before the first act after a
+        reset (and always for a memoryless policy)."""
+        if self._state is None:
+            return None
+        return {name: s.copy() for (name, _), s in zip(self.state_spec, self._state, strict=True)}
+
+    def peek(self, obs: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
+        """The action for ``obs`` without moving the state on (a warm-up call; a memoryless
+        policy just acts)."""
+        if not self.stateful:
+            return self.act(obs)
+        return self._act_stateful(obs, keep=False)
+
     def act(self, obs: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
+        """The action for ``obs``; a stateful policy carries its state on to the next call
+        (call :meth:`reset` at each episode's start)."""
+        if self.stateful:
+            return self._act_stateful(obs, keep=True)
         x = obs
         if type(x) is np.ndarray and x.shape == self._single_shape:
             self._in1_row[...] = x  # casts to the module's dtype
@@ -181,6 +217,37 @@ class LoadedPolicy:
             f"{self.obs_dim} values: shape ({self.obs_dim},) or (B, {self.obs_dim}); build it with "
             f"policy_io.flatten_observation (achieved_goal|desired_goal|observation)"
         )
+
+    def _act_stateful(self, obs: np.ndarray | Mapping[str, np.ndarray], keep: bool) -> np.ndarray:
+        x = self._flatten(obs) if isinstance(obs, Mapping) else obs
+        x = np.array(x, dtype=np.float32, order="C")  # a copy the module may hold on to
+        single = x.shape == self._single_shape
+        if single:
+            x = x.reshape(1, -1)
+        if x.ndim != 2 or x.shape[1] != self.obs_dim:
+            raise ValueError(
+                f"observation has shape {np.shape(obs)}, but this {self.task} policy "
+                f"({self.path}) takes {self.obs_dim} values: shape ({self.obs_dim},) or "
+                f"(B, {self.obs_dim})"
+            )
+        batch = x.shape[0]
+        state = self._state
+        if state is None:
+            state = [np.zeros((batch, *shape), dtype=np.float32) for _, shape in self.state_spec]
+        elif state[0].shape[0] != batch:
+            raise ValueError(
+                f"{self.path}: the policy's state is for a batch of {state[0].shape[0]}, this "
+                f"observation is a batch of {batch}; call reset() before acting on another batch"
+            )
+        if self.format == "onnx":
+            feeds = {"obs": x, **{n: s for (n, _), s in zip(self.state_spec, state, strict=True)}}
+            out = self.module.run(None, feeds)
+        else:
+            res = self._forward(torch.from_numpy(x), *(torch.from_numpy(s) for s in state))
+            out = [t.numpy() for t in res]
+        if keep:
+            self._state = [np.ascontiguousarray(o, dtype=np.float32) for o in out[1:]]
+        return out[0][0] if single else out[0]
 
     def _flatten(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         """The flat input of a dict observation (SB3's order), with its sizes checked so a dict
@@ -294,7 +361,8 @@ def load_policy(path: str | os.PathLike, optimize: bool = True) -> LoadedPolicy:
             module = torch.jit.freeze(module)
             # A fused MLP is already in its fastest form; optimize_for_inference would undo
             # its in-place activations. Files from before the fused form have no such flag.
-            if not getattr(module, "fused", False):
+            # A stateful module is frozen only (its LSTM is one fused op already).
+            if not getattr(module, "fused", False) and md.get("memory") is None:
                 module = torch.jit.optimize_for_inference(module)
     return LoadedPolicy(path=path, metadata=md, module=module)
 
@@ -325,10 +393,11 @@ def _parse_metadata(raw: bytes | str, path: str, fmt: str = "torchscript") -> di
     if not isinstance(md, dict):
         raise PolicyFileError(f"{path!r}: its {METADATA_FILE} metadata is not a JSON object")
     version = md.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if isinstance(version, bool) or version not in READ_SCHEMA_VERSIONS:
         raise PolicyFileError(
             f"{path!r}: metadata schema version {version!r} is unknown; this manip_rl reads "
-            f"version {SCHEMA_VERSION}. Export the policy again with this manip_rl version."
+            f"versions {', '.join(map(str, READ_SCHEMA_VERSIONS))}. Export the policy again with "
+            "this manip_rl version."
         )
     # Every safety-relevant field (limits, names, period, scales, normalization), by name.
     return validate_metadata(md, path, fmt)
@@ -343,6 +412,15 @@ def _check_module_matches_metadata(module: Any, md: dict, path: str) -> None:
                 f"{path!r}: the TorchScript module lacks {name!r}, so it is not a manip_rl policy "
                 f"module of schema {SCHEMA_VERSION}; export the policy again"
             )
+    memory = md.get("memory")
+    kind = (
+        "lstm" if hasattr(module, "lstm") else "history" if hasattr(module, "history_dim") else None
+    )
+    if kind != (memory["kind"] if memory else None):
+        raise PolicyFileError(
+            f"{path!r}: metadata memory is {memory['kind'] if memory else 'none'}, the module's "
+            f"is {kind or 'none'}; export the policy again"
+        )
     if bool(module.normalize) != bool(norm["enabled"]):
         raise PolicyFileError(
             f"{path!r}: metadata says normalization enabled={norm['enabled']}, the module "
@@ -399,6 +477,17 @@ def _load_onnx(path: str) -> LoadedPolicy:
             f"its metadata records {str(recorded)[:16]}...; export the policy again"
         )
     check_onnx_matches_metadata(model, md, path)
+    inputs = [
+        i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}
+    ]
+    outputs = [o.name for o in model.graph.output]
+    names = [st["name"] for st in (md.get("memory") or {}).get("state", [])]
+    if inputs != ["obs", *names] or outputs != ["action", *(f"{n}_out" for n in names)]:
+        raise PolicyFileError(
+            f"{path!r}: the ONNX graph takes {inputs} and returns {outputs}; its metadata's "
+            f"memory says {['obs', *names]} and {['action', *(n + '_out' for n in names)]}; "
+            "export the policy again"
+        )
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1

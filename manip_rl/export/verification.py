@@ -14,7 +14,7 @@ from typing import Any, Final
 import numpy as np
 
 from manip_rl import policy_io
-from manip_rl.export.build import PolicySource, _dict_keys_and_sizes
+from manip_rl.export.build import PolicySource, _dict_keys_and_sizes, actor_observation_space
 from manip_rl.export.policy_file import LoadedPolicy, load_policy
 from manip_rl.stats import wilson_interval
 
@@ -24,12 +24,16 @@ PARITY_TOLERANCE: Final = 1e-5
 def sb3_actions(source: PolicySource, flat_obs: np.ndarray, chunk: int = 4096) -> np.ndarray:
     """The SB3 deterministic actions for flat observations: VecNormalize's ``normalize_obs`` and
     then ``model.predict(deterministic=True)``, exactly as training's evaluation acts."""
-    keys_sizes = _dict_keys_and_sizes(source.model.policy.observation_space)
+    space = source.model.policy.observation_space
+    actor_space, actor_key = actor_observation_space(space)
+    keys_sizes = _dict_keys_and_sizes(actor_space)
     out = []
     for i in range(0, len(flat_obs), chunk):
         batch = np.asarray(flat_obs[i : i + chunk], dtype=np.float32)
         obs: Any = batch
-        if keys_sizes:
+        if actor_key is not None:  # the critic's entry: zeros (the actor never reads it)
+            obs = _with_privileged(space, actor_key, batch)
+        elif keys_sizes:
             obs, start = {}, 0
             for key, size in keys_sizes:
                 obs[key] = batch[:, start : start + size]
@@ -78,8 +82,10 @@ def parity_observations(
     )
     vn = source.vecnormalize
     if vn is not None and getattr(vn, "norm_obs", False):
-        keys = _dict_keys_and_sizes(source.model.policy.observation_space)
-        rms = vn.obs_rms
+        actor_space, actor_key = actor_observation_space(source.model.policy.observation_space)
+        keys = _dict_keys_and_sizes(actor_space)
+        rms = vn.obs_rms[actor_key] if actor_key is not None else vn.obs_rms
+        k = int(actor_space.shape[0]) // real.shape[1] if keys is None else 1
         if keys:
             mean = np.concatenate(
                 [np.ravel(rms[k].mean) if k in rms else np.zeros(s) for k, s in keys]
@@ -88,10 +94,23 @@ def parity_observations(
                 [np.sqrt(np.ravel(rms[k].var)) if k in rms else np.ones(s) for k, s in keys]
             )
         else:
-            mean, std = np.ravel(rms.mean), np.sqrt(np.ravel(rms.var))
+            # An observation history's statistics: those of its newest slot.
+            mean = np.ravel(rms.mean)[: real.shape[1]] if k > 1 else np.ravel(rms.mean)
+            std = (
+                np.sqrt(np.ravel(rms.var))[: real.shape[1]] if k > 1 else np.sqrt(np.ravel(rms.var))
+            )
     else:
         mean, std = real.mean(0), real.std(0)
     return _test_observations(real, mean, std, n, rng)
+
+
+def _with_privileged(space: Any, actor_key: str, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """The privileged critic's Dict observation for actor inputs ``batch``: zeros where the
+    actor never looks (the ``privileged`` entry)."""
+    return {
+        key: batch if key == actor_key else np.zeros((len(batch), *sub.shape), dtype=np.float32)
+        for key, sub in space.spaces.items()
+    }
 
 
 def _test_observations(
@@ -121,7 +140,10 @@ def _test_observations(
 def check_parity(
     policy: LoadedPolicy, source: PolicySource, n: int = 10_000, seed: int = 0
 ) -> dict:
-    """Max |file - SB3| over at least ``n`` observations (see :func:`parity_observations`)."""
+    """Max |file - SB3| over at least ``n`` observations (see :func:`parity_observations`); for
+    a stateful file, step by step over whole episodes (:func:`check_episode_parity`)."""
+    if policy.stateful:
+        return check_episode_parity(policy, source, sequences=max(1, n // 500), seed=seed)
     obs = parity_observations(source, n, seed)
     expected = sb3_actions(source, obs)
     got = policy.act(obs)
@@ -138,6 +160,140 @@ def check_parity(
     }
 
 
+class Sb3Actor:
+    """The SB3 policy acting as in training, one env at a time: the run's observation history
+    and privileged entry built beside it, VecNormalize, ``predict(deterministic=True)``, and a
+    recurrent policy's state carried until :meth:`reset`. ``history``: the k of the file's
+    memory (1 without)."""
+
+    def __init__(self, source: PolicySource, history: int = 1) -> None:
+        from manip_rl.policies.memory import HistoryStack
+
+        self.source = source
+        self.space = source.model.policy.observation_space
+        self.actor_key = actor_observation_space(self.space)[1]
+        self.dict_input = _dict_keys_and_sizes(actor_observation_space(self.space)[0]) is not None
+        self.k = int(history)
+        self.stack_dim = 0
+        self._stack_cls = HistoryStack
+        self.reset()
+
+    def reset(self) -> None:
+        self.state: Any = None
+        self.stacks: list[Any] | None = None
+        self.started = True
+
+    def __call__(self, obs: list[dict], envs: list[Any] | None = None) -> np.ndarray:
+        """Actions for a batch of dict observations (``envs``: theirs, for the privileged
+        entry; None puts zeros there)."""
+        from manip_rl.policies.memory import OBS_KEY, privileged_vector
+
+        if self.dict_input:
+            x: Any = {k: np.stack([o[k] for o in obs]) for k in obs[0]}
+        else:
+            flat = np.stack([policy_io.flatten_observation(o) for o in obs]).astype(np.float32)
+            if self.k > 1:
+                if self.stacks is None:
+                    self.stacks = [self._stack_cls(self.k, flat.shape[1]) for _ in obs]
+                flat = np.stack([st.push(f) for st, f in zip(self.stacks, flat, strict=True)])
+            x = flat
+            if self.actor_key is not None:
+                x = _with_privileged(self.space, OBS_KEY, flat)
+                if envs is not None:
+                    x["privileged"] = np.stack([privileged_vector(e.unwrapped) for e in envs])
+        if self.source.vecnormalize is not None:
+            x = self.source.vecnormalize.normalize_obs(x)
+        starts = np.full(len(obs), self.started)
+        action, self.state = self.source.model.predict(
+            x, state=self.state, episode_start=starts, deterministic=True
+        )
+        self.started = False
+        return np.asarray(action, dtype=np.float32).reshape(len(obs), -1)
+
+
+def _history_of(policy: LoadedPolicy) -> int:
+    memory = policy.metadata.get("memory") or {}
+    return int(memory.get("history", 1)) if memory.get("kind") == "history" else 1
+
+
+def check_episode_parity(
+    policy: LoadedPolicy,
+    source: PolicySource,
+    episodes: int = 4,
+    sequences: int = 20,
+    length: int = 50,
+    seed: int = 0,
+) -> dict:
+    """Parity of a stateful file with the SB3 policy, step by step, each carrying its own state
+    from an episode's start: ``episodes`` whole episodes of the randomized env (the SB3 policy
+    acts; the file sees the same observations), and ``sequences`` sequences of ``length`` test
+    observations (:func:`parity_observations`: real, Gaussian far from the statistics,
+    extreme) run as one batch. Max |file - SB3| over every step of every one."""
+    import gymnasium as gym
+
+    k = _history_of(policy)
+    env = gym.make(
+        source.env_id, randomization=source.randomization or "default",
+        action_mode=source.action_mode,
+    )  # fmt: skip
+    diffs, steps, in_range = [0.0], 0, True
+    sb3 = Sb3Actor(source, k)
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        policy.reset()
+        sb3.reset()
+        done = False
+        while not done:
+            expected = sb3([obs], [env])[0]
+            got = policy.act(policy_io.flatten_observation(obs))
+            diffs.append(_max_diff(got, expected))
+            in_range &= bool(np.all(np.abs(got) <= 1.0))
+            steps += 1
+            obs, _, terminated, truncated, _ = env.step(expected)
+            done = terminated or truncated
+    env.close()
+    # Test observations as sequences, the batch carrying one state per sequence.
+    flat = parity_observations(source, sequences * length, seed)[: sequences * length]
+    flat = flat.reshape(length, sequences, -1)
+    policy.reset()
+    sb3.reset()
+    layout = policy.layout
+    for t in range(length):
+        dicts = [_as_dict(layout, row) for row in flat[t]]
+        expected = sb3(dicts)
+        got = policy.act(flat[t])
+        diffs.append(_max_diff(got, expected))
+        in_range &= bool(np.all(np.abs(got) <= 1.0))
+        steps += sequences
+    policy.reset()
+    max_diff = float(max(diffs))
+    return {
+        "n": steps,
+        "episodes": episodes,
+        "sequences": sequences,
+        "max_abs_diff": max_diff,
+        "tolerance": PARITY_TOLERANCE,
+        "in_range": in_range,
+        "ok": bool(max_diff <= PARITY_TOLERANCE and in_range),
+    }
+
+
+def _as_dict(layout: policy_io.ObsLayout, flat: np.ndarray) -> dict[str, np.ndarray]:
+    """A flat observation back as the env's dict (achieved_goal | desired_goal | observation)."""
+    g = layout.goal_dim
+    return {
+        "achieved_goal": flat[:g],
+        "desired_goal": flat[g : 2 * g],
+        "observation": flat[2 * g :],
+    }
+
+
+def _max_diff(got: np.ndarray, expected: np.ndarray) -> float:
+    diff = np.abs(np.asarray(got, np.float64) - np.asarray(expected, np.float64))
+    diff[np.isnan(got) & np.isnan(expected)] = 0.0
+    return float(np.nanmax(np.where(np.isnan(diff), np.inf, diff)))
+
+
 def check_closed_loop(
     policy: LoadedPolicy, source: PolicySource, episodes: int = 50, seed: int = 10_000
 ) -> dict:
@@ -150,13 +306,10 @@ def check_closed_loop(
 
     randomization = source.randomization or "default"
     env = gym.make(source.env_id, randomization=randomization, action_mode=source.action_mode)
-    dict_input = _dict_keys_and_sizes(source.model.policy.observation_space) is not None
+    sb3 = Sb3Actor(source, _history_of(policy))
 
     def sb3_act(obs: dict) -> np.ndarray:
-        x: Any = obs if dict_input else policy_io.flatten_observation(obs)
-        if source.vecnormalize is not None:
-            x = source.vecnormalize.normalize_obs(x)
-        return source.model.predict(x, deterministic=True)[0]
+        return sb3([obs], [env])[0]
 
     def file_act(obs: dict) -> np.ndarray:
         return policy.act(policy_io.flatten_observation(obs))
@@ -164,9 +317,11 @@ def check_closed_loop(
     from manip_rl.episodes import run_episodes
 
     results = {}
-    for name, act in (("sb3", sb3_act), ("file", file_act)):
-        # One env, episode k seeded with seed + k: both actors face the same episodes.
-        run = run_episodes([env], lambda obs, act=act: [act(obs[0])], episodes, seed)
+    for name, act, reset in (("sb3", sb3_act, sb3.reset), ("file", file_act, policy.reset)):
+        # One env, episode k seeded with seed + k: both actors face the same episodes, each
+        # starting its memory afresh at every episode.
+        run = run_episodes([env], lambda obs, act=act: [act(obs[0])], episodes, seed,
+                           on_reset=lambda i, e, reset=reset: reset())  # fmt: skip
         wins = sum(int(e.success) for e in run)
         lo, hi = wilson_interval(wins, episodes)
         results[name] = {
@@ -207,6 +362,7 @@ from manip_rl.export import load_policy
 policy = load_policy(sys.argv[1])
 obs = np.zeros(policy.obs_dim, dtype=np.float32)
 a1 = policy.act(obs)
+policy.reset()  # a stateful policy's state is per batch
 ab = policy.act(np.zeros((4, policy.obs_dim), dtype=np.float32))
 leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
 print(json.dumps({"action": a1.tolist(), "batch_shape": list(ab.shape), "leaked": leaked,

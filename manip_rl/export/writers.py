@@ -97,24 +97,34 @@ def _write_onnx(exported: Exported, out_path: str) -> None:
 
     import onnx
 
+    md = exported.metadata
+    # A stateful module takes its state after the observation and returns it after the action
+    # (state in, state out), each with the batch first; names from the metadata's memory.
+    states = [(st["name"], st["shape"]) for st in (md.get("memory") or {}).get("state", [])]
+    inputs = (
+        torch.zeros(1, int(md["observation"]["dim"])),
+        *(torch.zeros(1, *shape) for _, shape in states),
+    )
+    input_names = ["obs", *(n for n, _ in states)]
+    output_names = ["action", *(f"{n}_out" for n, _ in states)]
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated
         torch.onnx.export(
             exported.module,
-            (torch.zeros(1, exported.module.obs_dim),),
+            inputs,
             buf,
             dynamo=False,
-            input_names=["obs"],
-            output_names=["action"],
-            dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}},
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes={n: {0: "batch"} for n in (*input_names, *output_names)},
             opset_version=17,
         )
     model = onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(model)
     del model.metadata_props[:]
     for key, value in (
-        (METADATA_FILE, json.dumps(exported.metadata, indent=1)),
+        (METADATA_FILE, json.dumps(md, indent=1)),
         (ONNX_WEIGHTS_KEY, _onnx_weights_sha256(model)),
     ):
         prop = model.metadata_props.add()

@@ -41,6 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "device": "cpu",
     "torch_threads": 1,
     "update_threads": "auto",
+    "history": 1,
+    "privileged_critic": False,
 }
 
 
@@ -174,6 +176,8 @@ class EnvFactory:
         render_mode: str | None = None,
         monitor: bool = True,
         env_kwargs: Mapping | None = None,
+        history: int = 1,
+        privileged: bool = False,
     ) -> None:
         self.env_id, self.randomization, self.action_mode = env_id, randomization, action_mode
         self.flatten_obs, self.seed, self.render_mode, self.monitor = (
@@ -183,6 +187,7 @@ class EnvFactory:
             monitor,
         )
         self.env_kwargs = dict(env_kwargs or {})
+        self.history, self.privileged = int(history), bool(privileged)
 
     def __call__(self):
         import gymnasium as gym
@@ -199,6 +204,10 @@ class EnvFactory:
         if self.flatten_obs:
             # Same order as policy_io.flatten_observation: achieved_goal|desired_goal|observation.
             env = gym.wrappers.FlattenObservation(env)
+        if self.history > 1 or self.privileged:
+            from manip_rl.policies.memory import wrap_for_training
+
+            env = wrap_for_training(env, self.history, self.privileged)
         if self.monitor:
             from stable_baselines3.common.monitor import Monitor
 
@@ -220,5 +229,7 @@ def env_factory(cfg: Mapping, randomized: bool = True, seed: int | None = None, 
         cfg.get("action_mode", "joint_delta"),
         bool(cfg.get("flatten_obs", True)),
         seed=seed,
+        history=int(cfg.get("history", 1)),
+        privileged=bool(cfg.get("privileged_critic", False)),
         **kw,
     )

@@ -49,17 +49,29 @@ class Evaluator:
     def run(self, policy, vecnorm: Any, episodes: int, deterministic: bool = True) -> EvalResult:
         """``policy``: an SB3 model (uses ``predict``); ``vecnorm``: VecNormalize statistics or None."""
 
+        # A recurrent policy's state, carried between the steps of a batch of episodes and
+        # cleared when the next batch starts (a memoryless policy passes None through).
+        memory: dict[str, Any] = {"state": None}
+
         def act(obs: list) -> Any:
             x = _stack(obs)
             if vecnorm is not None:
                 x = vecnorm.normalize_obs(x)
-            return policy.predict(x, deterministic=deterministic)[0]
+            action, memory["state"] = policy.predict(
+                x, state=memory["state"], deterministic=deterministic
+            )
+            return action
+
+        def new_episode(index: int, env: Any) -> None:
+            memory["state"] = None
 
         def final_distance(env: Any) -> float:
             base = env.unwrapped
             return float(np.linalg.norm(base._achieved_true() - base.goal))
 
-        eps = run_episodes(self.envs, act, episodes, self.seed, at_end=final_distance)
+        eps = run_episodes(
+            self.envs, act, episodes, self.seed, at_end=final_distance, on_reset=new_episode
+        )
         return EvalResult(
             sum(int(e.success) for e in eps),
             episodes,

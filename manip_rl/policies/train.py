@@ -228,7 +228,7 @@ def train(
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from manip_rl.policies.algorithms import algorithm_class
+    from manip_rl.policies.algorithms import algorithm_class, policy_class
 
     torch.set_num_threads(int(cfg.get("torch_threads", 1)))
     algo_cls = algorithm_class(cfg["algo"])
@@ -260,7 +260,7 @@ def train(
         if norm:
             venv = VecNormalize(venv, gamma=cfg["hyperparams"].get("gamma", 0.99), **norm)
         model = algo_cls(
-            cfg.get("policy", "MlpPolicy"),
+            policy_class(cfg["algo"], cfg.get("policy", "MlpPolicy"), cfg["privileged_critic"]),
             venv,
             policy_kwargs=cfgmod.policy_kwargs(cfg),
             seed=cfg["seed"],

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from manip_rl.envs import registry
-from manip_rl.policies.algorithms import ALGORITHMS
+from manip_rl.policies.algorithms import ALGORITHMS, PRIVILEGED_CRITIC, RECURRENT
 
 TASKS: Final = registry.names()
 
@@ -72,7 +72,8 @@ class TrainConfig:
     """Registered env id, e.g. ``manip_rl/PandaPushDense-v0`` (the dense variant: on-policy
     methods need the shaping)."""
     algo: str
-    """The algorithm: ppo | a2c | trpo | reinforce | ppo_kl."""
+    """The algorithm: ppo | a2c | trpo | reinforce | ppo_kl | recurrent_ppo (sb3-contrib's
+    RecurrentPPO: an LSTM policy, whose exported file carries the LSTM state)."""
     task: str
     """A task of the registry (``manip-rl envs``), e.g. PandaPush (must match env_id)."""
     total_timesteps: int
@@ -117,6 +118,15 @@ class TrainConfig:
     """Wall-clock budget in minutes (resumed time included), or None."""
     train_env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Constructor arguments of the training envs only (e.g. {grasped_start: 0.5})."""
+    history: int = 1
+    """Observation history k: the policy sees its last k flat observations, newest first (each
+    holds the previous action, so the last k actions too); 1 is the memoryless policy. The
+    exported file carries the history as its state. Not with recurrent_ppo (the LSTM is the
+    memory there); needs flatten_obs: true."""
+    privileged_critic: bool = False
+    """Asymmetric actor-critic: the critic also sees the episode's randomization draw and the
+    noiseless state (manip_rl.policies.privileged); the actor, and so the exported file, sees
+    only the robot's observation. ppo and recurrent_ppo; needs flatten_obs: true."""
 
 
 TOP_KEYS: Final = tuple(f.name for f in dataclasses.fields(TrainConfig))
@@ -139,6 +149,8 @@ HYPERPARAMS: Final[dict[str, tuple[str, ...]]] = {
                   "normalize_advantage", "ent_coef", "vf_coef", "max_grad_norm",
                   "stats_window_size"),
     "ppo_kl": (*_ON_POLICY, "batch_size", "n_epochs", "target_kl", "kl_coef"),
+    "recurrent_ppo": (*_ON_POLICY, "batch_size", "n_epochs", "clip_range", "clip_range_vf",
+                      "use_sde", "sde_sample_freq", "target_kl"),
 }  # fmt: skip
 # name -> (kind, low, high, what); kind: "pos" (> low), "num" (>= low), "int", "bool", "opt+"
 # (None or > 0), "frac" ((0, 1]), "unit" ([0, 1]), or a tuple of allowed strings.
@@ -174,6 +186,8 @@ _RULES: Final[dict[str, tuple]] = {
 _POLICY_KWARGS: Final = ("net_arch", "activation_fn", "log_std_init", "ortho_init", "full_std",
                          "use_expln", "squash_output", "share_features_extractor",
                          "optimizer_kwargs")  # fmt: skip
+# sb3-contrib's RecurrentActorCriticPolicy arguments (recurrent_ppo only).
+_LSTM_KWARGS: Final = ("lstm_hidden_size", "n_lstm_layers", "shared_lstm", "enable_critic_lstm")
 _WHAT = {
     "pos": "a number > 0",
     "frac": "a number in (0, 1]",
@@ -335,7 +349,8 @@ def check(cfg: Mapping) -> dict:
                 "envs' constructor arguments, e.g. {grasped_start: 0.5}"
             )
     out["hyperparams"] = _check_hyperparams(out, out["algo"])
-    out["policy_kwargs"] = _check_policy_kwargs(out.get("policy_kwargs"))
+    out["policy_kwargs"] = _check_policy_kwargs(out.get("policy_kwargs"), out["algo"])
+    _check_memory(out)
     out["normalize"] = _check_normalize(out.get("normalize", {}))
     ev = _mapping("eval", out.get("eval"), "{freq: 20000, episodes: 40}")
     _check_keys(ev, _EVAL_KEYS, "eval.")
@@ -388,9 +403,44 @@ def _check_hyperparams(cfg: Mapping, algo: str) -> dict:
     return hp
 
 
-def _check_policy_kwargs(v: Any) -> dict:
+def _check_memory(out: dict) -> None:
+    """history and privileged_critic: their values, and the algorithms they go with."""
+    k = out["history"] = _as_int("history", out.get("history", 1), 1)
+    priv = out["privileged_critic"] = _as_bool(
+        "privileged_critic", out.get("privileged_critic", False)
+    )
+    algo = out["algo"]
+    if k > 1 and algo in RECURRENT:
+        raise ConfigError(
+            f"history={k} with algo={algo}: the LSTM is the policy's memory already; use "
+            "history: 1 with recurrent_ppo, or a memoryless algorithm with history: k"
+        )
+    if priv and algo not in PRIVILEGED_CRITIC:
+        raise ConfigError(
+            f"privileged_critic=true with algo={algo}: the privileged critic is built for "
+            f"{', '.join(PRIVILEGED_CRITIC)}; pick one of them or set privileged_critic: false"
+        )
+    for key, on in (("history", k > 1), ("privileged_critic", priv)):
+        if on and not out["flatten_obs"]:
+            raise ConfigError(
+                f"{key}={out[key]!r} needs flatten_obs: true and policy: MlpPolicy (it wraps "
+                "the flat observation)"
+            )
+
+
+def _check_policy_kwargs(v: Any, algo: str = "ppo") -> dict:
     kw = _mapping("policy_kwargs", v, "{net_arch: [256, 256], activation_fn: tanh}")
-    _check_keys(kw, _POLICY_KWARGS, "policy_kwargs.")
+    allowed = _POLICY_KWARGS + (_LSTM_KWARGS if algo in RECURRENT else ())
+    for key in kw:
+        if key in _LSTM_KWARGS and algo not in RECURRENT:
+            raise ConfigError(
+                f"policy_kwargs.{key}: an LSTM setting, for algo recurrent_ppo only (algo is "
+                f"{algo})"
+            )
+    _check_keys(kw, allowed, "policy_kwargs.")
+    for key in ("lstm_hidden_size", "n_lstm_layers"):
+        if key in kw:
+            kw[key] = _as_int(f"policy_kwargs.{key}", kw[key], 1)
     if "net_arch" in kw:
         arch = kw["net_arch"]
         layers = [arch] if not isinstance(arch, Mapping) else [arch.get("pi"), arch.get("vf")]
@@ -411,7 +461,8 @@ def _check_policy_kwargs(v: Any) -> dict:
     if "log_std_init" in kw:
         kw["log_std_init"] = _as_number("policy_kwargs.log_std_init", kw["log_std_init"],
                                         "a finite number")  # fmt: skip
-    for key in ("ortho_init", "full_std", "use_expln", "squash_output", "share_features_extractor"):
+    for key in ("ortho_init", "full_std", "use_expln", "squash_output", "share_features_extractor",
+                "shared_lstm", "enable_critic_lstm"):  # fmt: skip
         if key in kw:
             _as_bool(f"policy_kwargs.{key}", kw[key])
     return kw

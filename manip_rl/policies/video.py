@@ -22,19 +22,25 @@ def record(
     base = env.unwrapped
     base._width = base._height = size  # the renderer is made on first use, at this size
     frames: list = []
+    memory: dict = {"state": None}  # a recurrent policy's state over the episode
 
     def act(obs: list) -> np.ndarray:
         o = obs[0]
         x = o[None] if not isinstance(o, dict) else {k: v[None] for k, v in o.items()}
         if vecnorm is not None:
             x = vecnorm.normalize_obs(x)
-        return np.asarray(model.predict(x, deterministic=True)[0])
+        action, memory["state"] = model.predict(x, state=memory["state"], deterministic=True)
+        return np.asarray(action)
 
     def frame(_episode: int, e) -> None:
         frames.append(e.render())
 
+    def start(episode: int, e) -> None:
+        memory["state"] = None
+        frame(episode, e)
+
     try:
-        run_ = run_episodes([env], act, episodes, seed, on_step=frame, on_reset=frame)
+        run_ = run_episodes([env], act, episodes, seed, on_step=frame, on_reset=start)
     finally:
         env.close()
     successes = [e.success for e in run_]

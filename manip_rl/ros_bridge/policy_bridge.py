@@ -373,7 +373,7 @@ class PolicyBridge(LifecycleNode):
         if self._trigger_state and self._ticks.due(now):
             self._control_step(now, from_state=True)
         elif self._warm_input is not None and self.safety.enabled:
-            self.policy.act(self._warm_input)
+            self.runner.warm(self._warm_input)  # a stateful policy's memory stays put
 
     def _offer(self, guard_name: str, msg, position, quat) -> None:
         if self.core is not None:

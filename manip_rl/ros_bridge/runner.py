@@ -32,6 +32,10 @@ class Policy(Protocol):
 
     def act(self, obs: np.ndarray) -> np.ndarray: ...
 
+    # A stateful policy file (LSTM, observation history) also has reset() (an episode starts)
+    # and peek(obs) (an action that does not move the state on); the runner calls them when
+    # the policy has them.
+
 
 class JointStateError(ValueError):
     """A joint state that cannot be used (missing joints, wrong sizes)."""
@@ -131,7 +135,11 @@ class Step:
 
 
 class PolicyRunner:
-    """Runs a loaded policy on robot readings; keeps the previous action between steps."""
+    """Runs a loaded policy on robot readings; keeps the previous action between steps, and a
+    stateful policy's memory, which starts afresh at :meth:`reset` (the bridge's enable) and
+    whenever the goal jumps by more than :attr:`new_goal_m` (a new episode's goal)."""
+
+    new_goal_m: float = 0.01  # a goal move larger than this (m) starts a new episode
 
     def __init__(self, policy: Policy, kinematics: Any = None) -> None:
         self.policy = policy
@@ -145,10 +153,27 @@ class PolicyRunner:
         fingers = PANDA_FINGER_JOINT_NAMES if self.spec.gripper else ()
         self.joint_map = JointMap(self.spec.joint_names, fingers)
         self.prev_action = np.zeros(self.spec.dim)
+        self._goal: np.ndarray | None = None  # the goal of the episode under way
 
     def reset(self) -> None:
-        """Start a new episode: the previous action is zero, as after an env reset."""
+        """Start a new episode: the previous action is zero and the policy's memory (if it has
+        any) is reset, as after an env reset."""
         self.prev_action = np.zeros(self.spec.dim)
+        self.reset_memory()
+
+    def reset_memory(self) -> None:
+        """Reset a stateful policy's memory (LSTM state, observation history) to an episode's
+        start; nothing for a memoryless policy."""
+        reset = getattr(self.policy, "reset", None)
+        if reset is not None:
+            reset()
+        self._goal = None
+
+    def warm(self, obs: np.ndarray) -> None:
+        """Call the policy to keep its code paths warm, without moving a stateful policy's
+        memory on (its ``peek``)."""
+        peek = getattr(self.policy, "peek", None)
+        (peek or self.policy.act)(obs)
 
     def dry_run(self) -> None:
         """Build one observation at the home pose (the policy, kinematics and layout agree, or
@@ -163,7 +188,7 @@ class PolicyRunner:
             np.array([1.0, 0, 0, 0]) if self.needs_object else None,
         )
         for _ in range(3):
-            self.policy.act(np.zeros(self.policy.obs_dim, dtype=np.float32))
+            self.warm(np.zeros(self.policy.obs_dim, dtype=np.float32))
 
     def observation(
         self,
@@ -193,7 +218,13 @@ class PolicyRunner:
         object_pos: np.ndarray | None = None,
         object_quat: np.ndarray | None = None,
     ) -> Step:
-        """Observe, act, map the action to joint targets, remember the action."""
+        """Observe, act, map the action to joint targets, remember the action. A goal that
+        moved by more than :attr:`new_goal_m` since the last step starts the policy's memory
+        afresh (a new episode)."""
+        g = np.asarray(goal, dtype=np.float64)
+        if self._goal is not None and float(np.linalg.norm(g - self._goal)) > self.new_goal_m:
+            self.reset_memory()
+        self._goal = g.copy()
         flat = self.observation(reading, goal, object_pos, object_quat)
         t0 = time.perf_counter()
         action = np.asarray(self.policy.act(flat), dtype=np.float64).reshape(-1)

@@ -34,6 +34,12 @@ class FileActor(Actor):
     def bind(self, envs: Sequence[Any]) -> Callable[[list[dict]], np.ndarray]:
         def act(obs: list[dict]) -> np.ndarray:
             flat = np.stack([policy_io.flatten_observation(o) for o in obs])
+            # A stateful file (LSTM, history) starts each batch of episodes from zeros: the
+            # episode loop resets a batch's envs together, so all are at step 0 only then.
+            if getattr(self.policy, "stateful", False) and all(
+                e.get_wrapper_attr("_elapsed_steps") == 0 for e in envs[: len(obs)]
+            ):
+                self.policy.reset()
             return self.policy.act(flat)
 
         return act
