@@ -44,7 +44,7 @@ from std_srvs.srv import SetBool
 
 from manip_rl.fileio import atomic_write_text
 from manip_rl.robots import get_robot
-from manip_rl.ros_bridge import bridge_params, dds, loop_stats
+from manip_rl.ros_bridge import bridge_params, dds, loop_stats, profiles
 from manip_rl.ros_bridge.bridge_cli import add_arguments, ros_arguments, run
 from manip_rl.ros_bridge.bridge_params import PARAMETERS, RATE_TOLERANCE
 from manip_rl.ros_bridge.commands import CommandOutput
@@ -148,6 +148,9 @@ class PolicyBridge(LifecycleNode):
         except ValueError as e:
             raise ValueError(f"parameter 'robot': {e}") from None
         policy = load_policy(str(path))
+        # Policy joints matched to the robot's by role; the tighter of the two limit sets.
+        robot = profiles.serving_robot(self._p, robot, policy.action_spec)
+        get = profiles.with_profile(self._p, robot)
         # Every limit below is the robot side's; the file can only narrow the joint limits.
         self.period = bridge_control_period(policy.control_period, float(self._p("control_rate")))
         self._ticks = ControlClock(self.period)
@@ -155,9 +158,10 @@ class PolicyBridge(LifecycleNode):
         if warning:
             self.get_logger().warning(f"policy file {path}: {warning}")
         self.policy = policy
-        self.runner = PolicyRunner(self.policy)
+        self.runner = PolicyRunner(self.policy, robot=robot)
+        cfg = bridge_params.safety_config(self._p, robot, self.policy.action_spec, self.period)
         self.safety = SafetyFilter(
-            bridge_params.safety_config(self._p, robot, self.policy.action_spec, self.period)
+            cfg, profiles.motion_limits(get, robot, cfg.lower, cfg.upper, self.period)
         )
         self.state_check = StateCheck(
             bridge_params.plausibility_config(self._p, robot), self.runner.joint_map
@@ -180,8 +184,8 @@ class PolicyBridge(LifecycleNode):
             )
         self._output = CommandOutput(
             self,
-            self._p,
-            self.runner.spec.joint_names,
+            get,
+            self.runner.joint_map.arm_joints,
             self.policy.action_spec.gripper,
             self.period,
         )
@@ -226,7 +230,7 @@ class PolicyBridge(LifecycleNode):
         self._status = "active, disabled"
         self.get_logger().info(
             f"active at {1 / self.period:g} Hz (trigger {self._p('trigger')}, output "
-            f"{self._p('output')}); call ~/enable to start commanding"
+            f"{self._output.kind}); call ~/enable to start commanding"
         )
         return super().on_activate(state)
 
@@ -443,11 +447,11 @@ class PolicyBridge(LifecycleNode):
             self._status = "waiting for goal/object pose"
             self.counters["waiting_inputs"] += 1
             return
-        decision = safety.filter(targets, measured, state_age, gripper, problem or OK)
+        decision = safety.filter(targets, measured, state_age, gripper, problem or OK, now=now)
         self._status = decision.status
         if decision.joints is None:
             return
-        self._output.publish(decision.joints, decision.gripper)
+        self._output.publish(decision.joints, decision.gripper, decision.plan)
         t_pub = time.perf_counter()
         self.counters["commands"] += 1
         if decision.status != OK:

@@ -120,19 +120,24 @@ class SimSession:
         from diagnostic_msgs.msg import DiagnosticArray
         from lifecycle_msgs.srv import GetState
         from rclpy.executors import SingleThreadedExecutor
-        from std_msgs.msg import Bool
+        from std_msgs.msg import Bool, UInt32
         from std_srvs.srv import SetBool, Trigger
 
         self.node = rclpy.create_node(f"manip_rl_driver_{os.getpid()}", context=self._context)
         self.executor = SingleThreadedExecutor(context=self._context)
         self.executor.add_node(self.node)
         self.node.create_subscription(Bool, "/sim_arm/success", self._on_success, 10)
+        self.reflexes = 0  # Franka reflexes of the emulated arm (sim_arm's ~/reflexes)
+        self.node.create_subscription(UInt32, "/sim_arm/reflexes", self._on_reflexes, 10)
         self.diagnostics: dict[str, str] = {}
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self._reset = self.node.create_client(Trigger, "/sim_arm/reset")
         self._enable = self.node.create_client(SetBool, "/policy_bridge/enable")
         self._get_state = self.node.create_client(GetState, "/policy_bridge/get_state")
         self._types = {"reset": Trigger, "enable": SetBool, "get_state": GetState}
+
+    def _on_reflexes(self, msg) -> None:
+        self.reflexes = int(msg.data)
 
     def _on_success(self, msg) -> None:
         self.success = bool(msg.data)
