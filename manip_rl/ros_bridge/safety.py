@@ -38,7 +38,7 @@ import numpy as np
 
 from manip_rl.policy_io import GRIPPER_MAX_OPENING, ActionSpec
 from manip_rl.robots import RobotDescription
-from manip_rl.robots.motion import MotionLimiter, MotionLimits
+from manip_rl.robots.motion import MotionLimiter, MotionLimits, TrajectoryPlan
 
 # Status strings of a decision, also published in /diagnostics.
 DISABLED = "disabled"
