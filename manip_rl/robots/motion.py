@@ -9,14 +9,17 @@ limit (franka_ros2 #55, #168; libfranka #163). A position step every 40 ms does 
 
 :class:`MotionLimiter` turns each control step's joint target into such a cubic plan. A cubic
 from ``(q0, v0)`` to ``(q1, v1)`` over ``T`` has an acceleration that is linear in time, from
-``a_s`` to ``a_e``; the limiter picks ``a_s`` equal to the acceleration the previous plan has at
-that instant (so the controller's spline has no acceleration jump at the new point, up to the
-timing of the message: ``timing_tolerance``), and ``a_e`` to track the target, clipped to the
-acceleration limit and to the in-segment jerk limit. The target velocity is bounded by the
-velocity limit and by a braking law (the arm can always stop before the target and before the
-joint limits). Each plan ends at rest: after the point one period ahead it carries the points of
-a stop, so an arm that hears nothing more decelerates smoothly (and a controller that refuses a
-non-zero final velocity accepts it).
+``a_s`` to ``a_e``. A command reaches the controller some time after its stamp (inference,
+transport, the 1 kHz sampling), and the controller then starts from the state it commands at
+that instant. So each plan follows the previous one, unchanged, for ``timing_tolerance`` s past
+its stamp (the previous plan's knots in that window are points of the new one), and only then
+turns toward the new target: a command that arrives within that window joins the old motion
+exactly, with no acceleration jump. From there the limiter picks ``a_s`` equal to the old
+plan's acceleration and ``a_e`` to track the target, clipped to the acceleration limit and the
+jerk limit; the target velocity is bounded by the velocity limit and by a braking law (the arm
+can always stop before the target and before the joint limits). Each plan ends at rest: after
+its first new point it carries the points of a stop, so an arm that hears nothing more
+decelerates smoothly (and a controller that refuses a non-zero final velocity accepts it).
 
 :func:`segment_peaks` gives a plan's peak velocity, acceleration and jerk, for the tests and for
 the emulated reflex (:mod:`manip_rl.robots.reflex`).
@@ -40,10 +43,9 @@ class MotionLimits:
     """Per-joint limits a plan respects (the robot's datasheet limits times the margins).
 
     ``velocity_margin``, ``acceleration_margin``, ``jerk_margin``: fractions of the datasheet's
-    limits the plans use; ``timing_tolerance`` (s): how far from its stamp a command may start
-    on the arm (transport delay, the controller's 1 kHz sampling); the in-segment jerk is kept low
-    enough that starting that late leaves the acceleration jump at the joint below
-    ``jerk x 1 ms``; ``tracking_time`` (s): the target is approached at ``error / tracking_time``;
+    limits the plans use; ``timing_tolerance`` (s): how long after its stamp a command may reach
+    the arm and still join the previous motion exactly (each plan follows the previous one that
+    long); ``period``: the segment length (one control period); ``tracking_time`` (s): the target is approached at ``error / tracking_time``;
     ``start_time`` (s): the first plan after a reset is a rest at the measured position reached
     in this long, so that the controller's own hold position (a little off the measurement:
     sensor noise, tracking error) is joined gently; the plan is re-sent unchanged until then.
@@ -58,7 +60,7 @@ class MotionLimits:
     velocity_margin: float = 0.8
     acceleration_margin: float = 0.8
     jerk_margin: float = 0.5
-    timing_tolerance: float = 0.003
+    timing_tolerance: float = 0.02
     tracking_time: float = 0.06
     start_time: float = 0.2
 
@@ -115,40 +117,34 @@ class MotionLimits:
 
     @property
     def segment_jerk(self) -> np.ndarray:
-        """Jerk inside a segment: the margin's share of the datasheet jerk, and low enough that a
-        command starting ``timing_tolerance`` late jumps the acceleration by at most half of
-        ``jerk x SAMPLE_PERIOD`` (jerks of two segments differ by up to twice this)."""
-        hard = self.jerk * self.jerk_margin
-        if self.timing_tolerance <= 0:
-            return hard
-        return np.minimum(hard, 0.5 * hard * SAMPLE_PERIOD / (2 * self.timing_tolerance))
+        return self.jerk * self.jerk_margin
 
 
 @dataclasses.dataclass(frozen=True)
 class TrajectoryPlan:
-    """Knots ``k = 0..K`` at ``t0 + k * period``: positions, velocities and accelerations
-    (``(K+1, n)`` arrays). Between knots the motion is the cubic whose acceleration goes
-    linearly from ``acc[k]`` to ``acc[k+1]``: the cubic Hermite spline through the positions and
-    velocities. After the last knot (at rest) the arm holds its position."""
+    """Knots ``k = 0..K`` at ``t0 + times[k]`` (``times[0] = 0``): positions, velocities and
+    accelerations (``(K+1, n)`` arrays). Between knots the motion is the cubic whose
+    acceleration goes linearly from ``acc[k]`` to ``acc[k+1]``: the cubic Hermite spline through
+    the positions and velocities. After the last knot (at rest) the arm holds its position."""
 
     t0: float
-    period: float
+    times: np.ndarray
     pos: np.ndarray
     vel: np.ndarray
     acc: np.ndarray
 
     @property
     def end_time(self) -> float:
-        return self.t0 + self.period * (len(self.pos) - 1)
+        return self.t0 + float(self.times[-1])
 
     def state_at(self, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Position, velocity and acceleration at time ``t`` (before ``t0``: the first knot)."""
-        T = self.period
         s = max(0.0, t - self.t0)
-        k = int(s // T)
+        k = int(np.searchsorted(self.times, s, side="right")) - 1
         if k >= len(self.pos) - 1:
             return self.pos[-1].copy(), np.zeros_like(self.pos[-1]), np.zeros_like(self.pos[-1])
-        tau = s - k * T
+        T = float(self.times[k + 1] - self.times[k])
+        tau = s - float(self.times[k])
         q0, v0, a0, a1 = self.pos[k], self.vel[k], self.acc[k], self.acc[k + 1]
         j = (a1 - a0) / T
         return (
@@ -161,7 +157,7 @@ class TrajectoryPlan:
         """``(time_from_start, positions, velocities)`` of knots 1..K: what a JointTrajectory
         carries (knot 0 is where the arm already is)."""
         return [
-            (k * self.period, self.pos[k].copy(), self.vel[k].copy())
+            (float(self.times[k]), self.pos[k].copy(), self.vel[k].copy())
             for k in range(1, len(self.pos))
         ]
 
@@ -226,7 +222,8 @@ def plan_peaks(plan: TrajectoryPlan) -> dict[str, np.ndarray]:
     prev_end = None
     jump = np.zeros_like(plan.pos[0])
     for k in range(len(plan.pos) - 1):
-        p = segment_peaks(plan.pos[k], plan.vel[k], plan.pos[k + 1], plan.vel[k + 1], plan.period)
+        T = float(plan.times[k + 1] - plan.times[k])
+        p = segment_peaks(plan.pos[k], plan.vel[k], plan.pos[k + 1], plan.vel[k + 1], T)
         if prev_end is not None:
             jump = np.maximum(jump, np.abs(p["a_start"] - prev_end))
         prev_end = p["a_end"]
@@ -289,49 +286,65 @@ class MotionLimiter:
     ) -> TrajectoryPlan:
         """The plan to send at time ``now`` (s, the clock of the command's stamp) for the joint
         ``target`` (rad, already inside the position limits). The first plan after
-        :meth:`reset` starts at rest at ``measured`` (or at ``target`` when not given)."""
+        :meth:`reset` comes to rest at ``measured`` (or at ``target`` when not given)."""
         lim = self.limits
+        now = float(now)
         target = np.asarray(target, dtype=np.float64)
         if self._plan is None:
             # Start: come to rest at the measured position in start_time (see MotionLimits).
             start = target if measured is None else np.asarray(measured, dtype=np.float64)
             rest = np.zeros((2, start.size))
-            self._plan = TrajectoryPlan(
-                float(now), lim.start_time, np.array([start, start]), rest, rest
-            )
-            self._start_until = float(now) + lim.start_time
+            times = np.array([0.0, lim.start_time])
+            self._plan = TrajectoryPlan(now, times, np.array([start, start]), rest, rest.copy())
+            self._start_until = now + lim.start_time
             return self._plan
         if now < self._start_until:
             return self._plan  # the same plan again: the controller's spline does not change
-        q0, v0, a0 = self._plan.state_at(now)
+        old = self._plan
+        # Follow the previous plan for timing_tolerance s: its knots in that window, then its
+        # state at the window's end, where the new motion starts.
+        t_new = now + lim.timing_tolerance
+        times, pos, vel, acc = [0.0], [], [], []
+        q, v, a = old.state_at(now)
+        pos.append(q)
+        vel.append(v)
+        acc.append(a)
+        for k in range(1, len(old.times)):
+            t_k = old.t0 + float(old.times[k])
+            if now < t_k < t_new - 1e-6:
+                times.append(t_k - now)
+                pos.append(old.pos[k].copy())
+                vel.append(old.vel[k].copy())
+                acc.append(old.acc[k].copy())
+        if lim.timing_tolerance > 0:
+            q0, v0, a0 = old.state_at(t_new)
+            times.append(lim.timing_tolerance)
+            pos.append(q0)
+            vel.append(v0)
+            acc.append(a0)
+        q0, v0, a0 = pos[-1], vel[-1], acc[-1]
         e = np.clip(target, lim.lower, lim.upper) - q0
-        v_max = lim.plan_velocity
         # Room to brake: before the target (no overshoot) and before the joint limits.
-        speed = np.minimum(np.abs(e) / lim.tracking_time, v_max)
+        speed = np.minimum(np.abs(e) / lim.tracking_time, lim.plan_velocity)
         speed = np.minimum(speed, self._brake_speed(np.abs(e)))
         v_ref = np.sign(e) * speed
         to_limit = np.where(v_ref >= 0, lim.upper - q0, q0 - lim.lower)
         v_ref = np.sign(v_ref) * np.minimum(np.abs(v_ref), self._brake_speed(to_limit))
-        pos, vel, acc = [q0], [v0], [a0]
         q, v, a = self._step(q0, v0, a0, v_ref)
-        pos.append(q)
-        vel.append(v)
-        acc.append(a)
-        # The stop tail: plan toward zero velocity until the arm is at rest.
-        for _ in range(MAX_STOP_POINTS):
-            if np.abs(v).max() < 1e-9 and np.abs(a).max() < 1e-9:
-                break
-            q, v, a = self._step(q, v, a, np.zeros_like(v))
+        t = times[-1]
+        # After the new point, the stop tail: toward zero velocity until the arm is at rest.
+        for _ in range(MAX_STOP_POINTS + 1):
+            t += lim.period
+            times.append(t)
             pos.append(q)
             vel.append(v)
             acc.append(a)
+            if np.abs(v).max() < 1e-9 and np.abs(a).max() < 1e-9:
+                break
+            q, v, a = self._step(q, v, a, np.zeros_like(v))
         vel[-1] = np.zeros_like(v)  # at rest (a residual below 1e-9 rad/s)
         acc[-1] = np.zeros_like(a)
         self._plan = TrajectoryPlan(
-            t0=float(now),
-            period=lim.period,
-            pos=np.array(pos),
-            vel=np.array(vel),
-            acc=np.array(acc),
+            now, np.array(times), np.array(pos), np.array(vel), np.array(acc)
         )
         return self._plan

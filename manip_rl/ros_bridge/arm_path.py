@@ -58,7 +58,8 @@ class TrajectoryCommandPath:
         decision = self.safety.filter(targets, measured, 0.0, None, now=t)
         if decision.plan is not None:
             self.arm.advance(t)
-            points = [(t + dt, q, v) for dt, q, v in decision.plan.points()]
+            t0 = decision.plan.t0
+            points = [(t0 + dt, q, v) for dt, q, v in decision.plan.points()]
             self.arm.command_trajectory(t, points)
 
     def position(self, t: float) -> np.ndarray:

@@ -43,7 +43,7 @@ PARAMETERS: dict[str, object] = {
     "velocity_margin": 0.8,
     "acceleration_margin": 0.8,
     "jerk_margin": 0.5,
-    "trajectory_timing_tolerance": 0.003,
+    "trajectory_timing_tolerance": 0.02,
     "trajectory_tracking_time": 0.06,
     # s; after enable the first trajectory only joins the controller's hold to the measured pose
     "trajectory_start_time": 0.2,

@@ -21,6 +21,18 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from manip_rl.robots.motion import TrajectoryPlan
 
 
+def clock_offset_ns(node: Node, samples: int = 20) -> int:
+    """``node``'s clock minus ``time.perf_counter()``, in ns: the pair read closest together."""
+    best = None
+    for _ in range(samples):
+        t0 = time.perf_counter_ns()
+        ros = node.get_clock().now().nanoseconds
+        t1 = time.perf_counter_ns()
+        if best is None or t1 - t0 < best[0]:
+            best = (t1 - t0, ros - (t0 + t1) // 2)
+    return best[1]
+
+
 def _duration(seconds: float) -> Duration:
     ns = int(round(seconds * 1e9))
     return Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
@@ -42,6 +54,10 @@ class CommandOutput:
         self._position = get("output") == "position"
         self.kind = "position" if self._position else "trajectory"
         self._node = node
+        # perf_counter -> node clock, measured once: two clock reads per message would differ by
+        # however long the process was descheduled between them, and a spline point a few ms
+        # ahead of the controller's state turns a 0.1 ms error into a large acceleration.
+        self._clock_offset_ns = clock_offset_ns(node)
         self._joint_names = list(joint_names)
         # 0 = one control period: the controller reaches each target as the next one comes.
         tfs = float(get("trajectory_time_from_start")) or period
@@ -68,8 +84,7 @@ class CommandOutput:
             msg = JointTrajectory()
             msg.joint_names = self._joint_names
             # The stamp is the instant of the plan's first knot, on the node's clock.
-            lead = time.perf_counter() - plan.t0
-            stamp = self._node.get_clock().now().nanoseconds - int(lead * 1e9)
+            stamp = int(round(plan.t0 * 1e9)) + self._clock_offset_ns
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
             msg.points = [
                 JointTrajectoryPoint(

@@ -447,7 +447,11 @@ class PolicyBridge(LifecycleNode):
             self._status = "waiting for goal/object pose"
             self.counters["waiting_inputs"] += 1
             return
-        decision = safety.filter(targets, measured, state_age, gripper, problem or OK, now=now)
+        # The trajectory's stamp is the plan's start: now, after the policy step, not the state's
+        # arrival, so the plan starts as close as possible to when the controller receives it.
+        decision = safety.filter(
+            targets, measured, state_age, gripper, problem or OK, now=time.perf_counter()
+        )
         self._status = decision.status
         if decision.joints is None:
             return

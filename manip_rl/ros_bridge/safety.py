@@ -255,7 +255,8 @@ class SafetyFilter:
         ok = measured is not None and np.isfinite(np.asarray(measured, dtype=np.float64)).all()
         start = measured if ok else decision.joints
         plan = self._limiter.plan_step(decision.joints, float(now), start)
-        return dataclasses.replace(decision, joints=plan.pos[1].copy(), plan=plan)
+        ahead = plan.state_at(float(now) + self.motion.period)[0]  # one control period on
+        return dataclasses.replace(decision, joints=ahead, plan=plan)
 
     def _filter_positions(
         self,

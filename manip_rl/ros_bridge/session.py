@@ -182,8 +182,14 @@ class SimSession:
         while time.monotonic() < end:
             self._check_alive()
             if self._get_state.service_is_ready():
-                state = self.call("get_state", GetState.Request()).current_state.label
-                if state == "active":
+                # A bridge still configuring (autostart: before it spins) answers nothing yet;
+                # on a loaded machine that outlasts one call's timeout.
+                left = max(1.0, min(10.0, end - time.monotonic()))
+                try:
+                    response = self.call("get_state", GetState.Request(), timeout=left)
+                except SessionError:
+                    continue
+                if response.current_state.label == "active":
                     return True
             self.spin(0.25)
         return False

@@ -68,6 +68,7 @@ from manip_rl.robots.franka import SIM_MODEL_LOWER, SIM_MODEL_UPPER
 from manip_rl.robots.reflex import EmulatedArm
 from manip_rl.ros_bridge import dds
 from manip_rl.ros_bridge.bridge_cli import add_robot_argument, ros_arguments
+from manip_rl.ros_bridge.commands import clock_offset_ns
 
 NODE_NAME = "sim_arm"
 MAX_CATCH_UP_STEPS = 50  # physics steps one timer tick may run to catch up with wall time
@@ -157,6 +158,7 @@ class SimArm(Node):
         self.create_subscription(JointTrajectory, p["trajectory_topic"], self._on_trajectory, 10)
         self.create_subscription(Float64MultiArray, p["gripper_topic"], self._on_gripper, 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
+        self._clock_offset_ns = clock_offset_ns(self)
         self._recovery_name = p["error_recovery_service"]
         self.create_service(Trigger, self._recovery_name, self._on_recovery)
         self.reflex_pub = self.create_publisher(UInt32, "~/reflexes", 10)
@@ -302,10 +304,17 @@ class SimArm(Node):
         # this node's perf_counter clock and delayed with the command by the actuator latency.
         now = time.perf_counter()
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        age = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-9 if stamp_ns else 0.0
-        t0 = now - age + self.actuator_latency
+        # On the perf_counter clock through an offset measured once (see commands.py).
+        t_stamp = (stamp_ns - self._clock_offset_ns) * 1e-9 if stamp_ns else now
+        if t_stamp < self._t0:  # sent before the last reset: the new episode never had it
+            self.counters["stale_trajectories"] += 1
+            return
+        # A stamped trajectory starts actuator_latency after its stamp, or on arrival if that
+        # is later (then the arm is already on its way through the previous one).
+        t0 = t_stamp + self.actuator_latency
         points = [(t0 + t, q, v) for t, q, v in points]
-        self._pending.append((now + self.actuator_latency, "trajectory", points))
+        apply = max(now, t0) if stamp_ns else now + self.actuator_latency
+        self._pending.append((apply, "trajectory", points))
 
     def _on_gripper(self, msg: Float64MultiArray) -> None:
         g = np.asarray(msg.data, dtype=np.float64)
