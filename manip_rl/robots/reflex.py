@@ -186,11 +186,13 @@ class EmulatedArm:
         return True
 
     def command_trajectory(self, t: float, points: Sequence[Point]) -> bool:
-        """A new trajectory received at ``t``. False while faulted or when it is in the past."""
+        """A new trajectory starting at ``t`` from the state commanded then, or at the last
+        1 kHz tick if that is later (ticks already commanded stay as they were). False while
+        faulted or when every point lies before that."""
         if self.fault:
             self.rejected += 1
             return False
-        return self.interpolator.set_trajectory(t, points)
+        return self.interpolator.set_trajectory(max(t, self._tick * self.dt), points)
 
     def advance(self, t: float) -> np.ndarray:
         """Run the 1 kHz ticks up to ``t``; the commanded position at ``t``."""

@@ -309,12 +309,13 @@ class SimArm(Node):
         if t_stamp < self._t0:  # sent before the last reset: the new episode never had it
             self.counters["stale_trajectories"] += 1
             return
-        # A stamped trajectory starts actuator_latency after its stamp, or on arrival if that
-        # is later (then the arm is already on its way through the previous one).
-        t0 = t_stamp + self.actuator_latency
+        # A stamped trajectory starts actuator_latency after its stamp, as a controller that has
+        # it by then would; or, arriving later, at the next 1 kHz tick (from the state it
+        # commands then; the bridge's plans follow the previous one for a while, so a late one
+        # joins the motion smoothly).
+        t0 = t_stamp + self.actuator_latency if stamp_ns else now + self.actuator_latency
         points = [(t0 + t, q, v) for t, q, v in points]
-        apply = max(now, t0) if stamp_ns else now + self.actuator_latency
-        self._pending.append((apply, "trajectory", points))
+        self._pending.append((max(now, t0), "trajectory", (t0, points)))
 
     def _on_gripper(self, msg: Float64MultiArray) -> None:
         g = np.asarray(msg.data, dtype=np.float64)
@@ -334,7 +335,8 @@ class SimArm(Node):
             if kind == "arm":
                 arm.command_position(value)
             elif kind == "trajectory":
-                if not arm.command_trajectory(t_cmd, value) and not arm.fault:
+                t_start, points = value
+                if not arm.command_trajectory(t_start, points) and not arm.fault:
                     self._reject_trajectory("past", "every point lies in the past")
             else:
                 d.ctrl[ids.finger_actuators] = value
