@@ -9,12 +9,16 @@ counting the reflexes; and N episodes of the same env in-process with ``trajecto
 parameters of launch/config/sim.yaml. Targets (issue 16): 0 reflexes, success within 5 points.
 
     nice python bench/fr3_trajectory.py --episodes 20 --json fr3.json
+
+It also prints the machine's load average: the ROS 2 reflex count depends on how late commands
+reach sim_arm, which on a shared machine is set by the other load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import yaml
@@ -63,8 +67,11 @@ def over_ros(policy_path: str, episodes: int) -> dict:
     with SimSession(
         policy_path,
         env_id=metadata["env_id"],
-        bridge_params=["-p", "robot:=fr3"],
-        sim_params=["-p", "robot:=fr3"],
+        # Joint states at 100 Hz and no keep-warm inference per state: on a loaded 2-core machine
+        # every spare cycle shortens how late a trajectory reaches sim_arm (a command later than
+        # trajectory_timing_tolerance + actuator_latency past its stamp can trip the reflex).
+        bridge_params=["-p", "robot:=fr3", "-p", "keep_warm:=false"],
+        sim_params=["-p", "robot:=fr3", "-p", "joint_state_rate:=100.0"],
     ) as session:
         for _ in range(episodes):
             wins += session.run_episode(steps * period)
@@ -92,7 +99,14 @@ def main() -> int:
         t0 = time.monotonic()
         local = in_process(path, args.episodes, args.seed)
         ros = over_ros(path, args.episodes)
-        results[task] = {"in_process": local, "ros": ros, "seconds": time.monotonic() - t0}
+        load = os.getloadavg()[0]
+        results[task] = {
+            "in_process": local,
+            "ros": ros,
+            "seconds": time.monotonic() - t0,
+            "load_average_1min": load,
+        }
+        print(f"{task:10s} load average (1 min) after the run: {load:.1f}", flush=True)
         for name, r in (("in-process", local), ("ROS 2 / sim_arm fr3", ros)):
             lo, hi = wilson_interval(r["successes"], r["episodes"])
             print(
