@@ -42,8 +42,9 @@ def test_a_panda_policy_drives_the_emulated_fr3_without_a_reflex(tmp_path):
     merged: list[JointState] = []
     with SimSession(
         policy,
-        bridge_params=["-p", "robot:=fr3"],
-        sim_params=["-p", "robot:=fr3"],
+        # As bench/fr3_trajectory.py: light on the CPU, so commands reach sim_arm in time.
+        bridge_params=["-p", "robot:=fr3", "-p", "keep_warm:=false"],
+        sim_params=["-p", "robot:=fr3", "-p", "joint_state_rate:=100.0"],
         domain_id=DOMAIN,
         workdir=tmp_path,
     ) as s:
