@@ -13,6 +13,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import UInt32  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.ros
 
 DOMAIN = dds.domain_id_for(os.getpid() + 61)
 TRAJECTORY_TOPIC = "/fr3_arm_controller/joint_trajectory"
+SENSOR = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)  # as sim_arm publishes
 
 
 def _spin(executor, seconds: float) -> None:
@@ -49,8 +51,8 @@ def test_a_panda_policy_drives_the_emulated_fr3_without_a_reflex(tmp_path):
         workdir=tmp_path,
     ) as s:
         s.node.create_subscription(JointTrajectory, TRAJECTORY_TOPIC, trajectories.append, 50)
-        s.node.create_subscription(JointState, "/franka/joint_states", arm_states.append, 50)
-        s.node.create_subscription(JointState, "/joint_states", merged.append, 50)
+        s.node.create_subscription(JointState, "/franka/joint_states", arm_states.append, SENSOR)
+        s.node.create_subscription(JointState, "/joint_states", merged.append, SENSOR)
         wins = sum(s.run_episode(2.0) for _ in range(2))
         s.spin(0.3)
         reflexes = s.reflexes
@@ -85,7 +87,7 @@ def test_a_violent_command_faults_the_emulated_fr3_until_error_recovery(tmp_path
     try:
         states: list[JointState] = []
         reflexes: list[int] = []
-        node.create_subscription(JointState, "/joint_states", states.append, 10)
+        node.create_subscription(JointState, "/joint_states", states.append, SENSOR)
         node.create_subscription(UInt32, "/sim_arm/reflexes", lambda m: reflexes.append(m.data), 10)
         pub = node.create_publisher(JointTrajectory, TRAJECTORY_TOPIC, 10)
         recovery = node.create_client(Trigger, "/action_server/error_recovery")
