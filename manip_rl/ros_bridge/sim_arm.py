@@ -18,7 +18,9 @@ time, one physics step per model timestep of wall time, and
 * accepts ``std_msgs/Float64MultiArray`` on ``/forward_position_controller/commands`` (7 joint
   positions in ``joints`` order, as ros2_control's forward position controller),
   ``trajectory_msgs/JointTrajectory`` on ``/joint_trajectory_controller/joint_trajectory``
-  (joints matched by name, interpolated linearly to each point's ``time_from_start``) and
+  (joints matched by name; interpolated at 1 kHz as a joint_trajectory_controller does:
+  linearly between points of positions only, by cubic splines between points with velocities,
+  times from the header stamp, or from the arrival when it is zero) and
   ``Float64MultiArray`` finger positions on ``/gripper_controller/commands``, each applied
   ``actuator_latency`` s after it arrives; commands outside the joint limits or non-finite are
   rejected and logged (at most every 2 s per kind), and so are trajectories whose joint names
