@@ -8,6 +8,8 @@ with a forward_position_controller or joint_trajectory_controller running).
 
 Pin the bridge to an isolated CPU under real-time priority: `cpus:=3 rt_priority:=20`.
 
+An FR3 under franka_ros2: `params_file:=launch/config/fr3.yaml` (see docs/ros2.md).
+
 Without ROS 2: `manip-rl serve --params-file launch/config/robot.yaml --policy ...`.
 """
 
@@ -56,6 +58,9 @@ def generate_launch_description():
                 ],
                 name="policy_bridge",
                 output="screen",
+                # manip-rl is the venv's (first on PATH: activate the venv after sourcing ROS);
+                # the ROS install's PYTHONPATH (another Python's packages) must not reach it.
+                additional_env={"PYTHONPATH": ""},
             ),
         ]
     )

@@ -50,6 +50,7 @@ def generate_launch_description():
                 ],
                 name="sim_arm",
                 output="screen",
+                additional_env={"PYTHONPATH": ""},  # see robot.launch.py
             ),
             ExecuteProcess(
                 cmd=[
@@ -65,6 +66,7 @@ def generate_launch_description():
                 ],
                 name="policy_bridge",
                 output="screen",
+                additional_env={"PYTHONPATH": ""},  # see robot.launch.py
             ),
         ]
     )

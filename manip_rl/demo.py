@@ -28,6 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--episodes", type=int, default=10, help="episodes through ROS 2 (default 10)")
     p.add_argument(
+        "--robot",
+        choices=("panda", "fr3"),
+        help="robot profile of both nodes (fr3: trajectory output, franka_ros2 names, reflex)",
+    )
+    p.add_argument(
         "--params-file", help="parameter YAML of both nodes (default launch/config/sim.yaml)"
     )
     p.add_argument(
@@ -149,13 +154,14 @@ def run(args: argparse.Namespace) -> int:
     )
     print("starting sim_arm and policy_bridge (separate processes, ROS 2 on localhost) ...")
     results = []
+    robot = [f"robot:={args.robot}"] if args.robot else []
     t_start = time.monotonic()
     session = SimSession(
         policy,
         env_id=env_id,
         params_file=args.params_file,
-        bridge_params=_params(args.bridge_param, "--bridge-param"),
-        sim_params=_params(args.sim_param, "--sim-param"),
+        bridge_params=_params(robot + args.bridge_param, "--bridge-param"),
+        sim_params=_params(robot + args.sim_param, "--sim-param"),
         rt_priority=args.rt_priority,
         **pinned_cpus(args.pin),
     )
@@ -166,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
                 ok = session.run_episode(steps * period)
                 results.append(ok)
                 print(f"  episode {i + 1:3d}/{args.episodes}: {'success' if ok else 'failure'}")
+            session.spin(0.3)  # the last reflex count
+            reflexes = session.reflexes
         stats = summarize_stats(session.bridge_stats())
     except SessionError as e:
         print(f"manip-rl demo: {e}", file=sys.stderr)
@@ -193,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
         f"{stats['latency_p99_ms']:.2f} ms; policy inference p50 "
         f"{stats['inference_p50_ms']:.2f} ms, p99 {stats['inference_p99_ms']:.2f} ms"
     )
+    print(f"Franka reflexes of the emulated arm: {reflexes}")
     print(f"({stats['commands']:.0f} commands, {time.monotonic() - t_start:.0f} s in all)")
     if args.json:
         out = {
@@ -202,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
             "successes": wins,
             "success_rate": wins / len(results),
             "success_ci95": [lo, hi],
+            "reflexes": reflexes,
             "per_episode": results,
             "loop": stats,
         }

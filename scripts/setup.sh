@@ -2,8 +2,20 @@
 # Sets up everything manip_rl needs on a fresh Debian machine with Python 3.11: the system
 # library for offscreen rendering, a virtual environment in .venv, and the project with its
 # ROS 2, ONNX, Ray and development extras. Safe to run again; it only installs what is missing.
+#
+# ROS 2 is Jazzy (the distro franka_ros2 runs on) unless `--ros kilted` (or MANIP_RL_ROS=kilted)
+# asks for Kilted. A venv holding the other distro's wheels is switched: its ros-* packages are
+# removed first, since the two distros' wheel sets differ (Kilted's fastdds 3 vs Jazzy's fastrtps
+# 2.14, ...) and pip would leave the other's extras behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROS_DISTRO_WANTED="${MANIP_RL_ROS:-jazzy}"
+if [ "${1:-}" = "--ros" ]; then ROS_DISTRO_WANTED="${2:?--ros takes jazzy or kilted}"; fi
+case "$ROS_DISTRO_WANTED" in
+    jazzy) ROS_EXTRA=ros; RCLPY_MAJOR=7 ;;
+    kilted) ROS_EXTRA=ros-kilted; RCLPY_MAJOR=9 ;;
+    *) echo "setup: --ros $ROS_DISTRO_WANTED: use jazzy or kilted" >&2; exit 2 ;;
+esac
 
 if ! ldconfig -p 2>/dev/null | grep -q libOSMesa; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -19,7 +31,13 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 .venv/bin/python -m pip install -q --upgrade pip
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[ros,onnx,ray,dev]"
+installed="$(.venv/bin/python -m pip show ros-rclpy 2>/dev/null | sed -n 's/^Version: //p')"
+if [ -n "$installed" ] && [ "${installed%%.*}" != "$RCLPY_MAJOR" ]; then
+    echo "setup: switching ROS 2 wheels from rclpy $installed to $ROS_DISTRO_WANTED"
+    .venv/bin/python -m pip freeze | sed -n 's/^\(ros-[A-Za-z0-9_.-]*\)==.*/\1/p' \
+        | xargs -r .venv/bin/python -m pip uninstall -q -y
+fi
+.venv/bin/python -m pip install -q -e ".[$ROS_EXTRA,onnx,ray,dev]"
 # Upgrading a venv from the monolithic mujoco 3.x to 4.x (mujoco + mujoco-core) leaves the new
 # bindings half-removed by the old package's uninstall; reinstalling the three repairs it.
 if ! .venv/bin/python -c "import mujoco" 2>/dev/null; then
@@ -29,4 +47,4 @@ if ! .venv/bin/python -c "import mujoco" 2>/dev/null; then
         $(grep -o '"mujoco[a-z-]*==[0-9.]*"' pyproject.toml | tr -d '"')
     .venv/bin/python -c "import mujoco"
 fi
-echo "setup: done (.venv)"
+echo "setup: done (.venv, ROS 2 $ROS_DISTRO_WANTED)"

@@ -156,3 +156,15 @@ def test_launch_files_pass_cpu_pinning_that_the_cli_accepts_at_its_defaults(path
         assert dds.apply_realtime_arguments(args) == []
         with pytest.raises(SystemExit, match="not a CPU number"):
             dds.apply_realtime_arguments(p.parse_args(["--cpus=x"]))
+
+
+def test_fr3_parameters_name_franka_ros2s_interfaces():
+    """launch/config/fr3.yaml: franka_ros2's arm controller (a joint_trajectory_controller) and
+    the FR3 profile, the trajectory output (franka_ros2 has no forward command controller)."""
+    params = yaml.safe_load((LAUNCH_DIR / "config" / "fr3.yaml").read_text())
+    bridge = params["policy_bridge"]["ros__parameters"]
+    assert bridge["robot"] == "fr3" and bridge["output"] == "trajectory"
+    assert bridge["trajectory_topic"] == "/fr3_arm_controller/joint_trajectory"
+    from manip_rl.ros_bridge.profiles import PROFILE_DEFAULTS
+
+    assert PROFILE_DEFAULTS["fr3"]["trajectory_topic"] == bridge["trajectory_topic"]

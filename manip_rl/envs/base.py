@@ -54,6 +54,8 @@ class PandaEnv(gym.Env):
         distance_threshold: float = 0.05,
         width: int = 480,
         height: int = 480,
+        trajectory_robot: str | None = None,
+        trajectory_params: Mapping | None = None,
     ) -> None:
         if reward_type not in REWARD_TYPES:
             raise ValueError(f"reward_type={reward_type!r}: use one of {REWARD_TYPES}")
@@ -110,6 +112,16 @@ class PandaEnv(gym.Env):
         # Geoms of each finger body, as masks over all geoms, for the grasp test.
         finger_bodies = self.ids.arm_bodies[-2:]
         self._finger_geom = [self.model.geom_bodyid == b for b in finger_bodies]
+        # Optional: commands take the ROS bridge's trajectory path (its safety filter with motion
+        # limits, a 1 kHz joint_trajectory_controller-like interpolator, Franka's reflex) so an
+        # in-process evaluation moves the arm as sim_arm does under policy_bridge.
+        self._trajectory_path = None
+        if trajectory_robot is not None:
+            from manip_rl.ros_bridge.arm_path import TrajectoryCommandPath
+
+            self._trajectory_path = TrajectoryCommandPath(
+                trajectory_robot, self.action_spec, self.control_period, trajectory_params
+            )
 
     @property
     def task(self) -> str:
@@ -168,6 +180,8 @@ class PandaEnv(gym.Env):
         )
         for _ in range(act_latency):
             self._command_queue.append(hold)
+        if self._trajectory_path is not None:
+            self._trajectory_path.reset(hold[0], d.time)
         obs = self._observation()
         info["is_success"] = float(self._is_success())
         return obs, info
@@ -202,7 +216,17 @@ class PandaEnv(gym.Env):
         if gripper is not None:
             d.ctrl[ids.finger_actuators] = 0.5 * gripper
         expected_time = d.time + scene.SUBSTEPS * self.model.opt.timestep
-        mujoco.mj_step(self.model, d, nstep=scene.SUBSTEPS)
+        path = self._trajectory_path
+        if path is None:
+            mujoco.mj_step(self.model, d, nstep=scene.SUBSTEPS)
+        else:
+            path.command(targets, self._observed[_JOINT_POS], d.time)
+            dt = self.model.opt.timestep
+            for k in range(1, scene.SUBSTEPS + 1):
+                d.ctrl[ids.arm_actuators] = (
+                    path.position(expected_time - dt * (scene.SUBSTEPS - k)) - SIM_JOINT_OFFSETS
+                )
+                mujoco.mj_step(self.model, d)
         # MuJoCo answers a diverging state (NaN, inf or huge qpos/qvel/qacc) by resetting the
         # whole state to the model's defaults and stepping on: time jumps back. The rest of
         # such an episode would be the arm snapping to its zero pose, so the episode ends
@@ -233,6 +257,8 @@ class PandaEnv(gym.Env):
         }
         if grasped is not None:
             info["is_grasped"] = grasped
+        if path is not None:
+            info["reflexes"] = path.reflexes  # Franka reflexes since the env was made
         if unstable:
             info["physics_unstable"] = True
             info["is_success"] = 0.0

@@ -23,7 +23,8 @@ PANDA = RobotDescription(
     name="panda",
     joint_names=tuple(f"panda_joint{i}" for i in range(1, 8)),
     finger_joint_names=("panda_finger_joint1", "panda_finger_joint2"),
-    # Panda datasheet, q_min / q_max (rad).
+    # Panda datasheet, q_min / q_max (rad) (Franka, "Robot and interface specifications", Panda
+    # section). Joint 6's lower limit is -0.0175; the -0.0865 below is the simulation model's.
     lower=np.array([-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973]),
     upper=np.array([2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973]),
     # Panda datasheet, dq_max (rad/s), ddq_max (rad/s^2), dddq_max (rad/s^3).
@@ -40,10 +41,13 @@ FR3 = RobotDescription(
     name="fr3",
     joint_names=tuple(f"fr3_joint{i}" for i in range(1, 8)),
     finger_joint_names=("fr3_finger_joint1", "fr3_finger_joint2"),
-    # FR3 datasheet, q_min / q_max (rad).
+    # FR3 datasheet, q_min / q_max (rad): Franka Robotics, "Robot and interface specifications",
+    # FR3 section, the same values as franka_description's robots/fr3/joint_limits.yaml. Joint 6
+    # starts at 0.5445 rad (the Panda's at -0.0175), so a Panda pose is not always an FR3 pose.
     lower=np.array([-2.7437, -1.7837, -2.9007, -3.0421, -2.8065, 0.5445, -3.0159]),
     upper=np.array([2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159]),
-    # FR3 datasheet, dq_max (rad/s), ddq_max (rad/s^2), dddq_max (rad/s^3).
+    # FR3 datasheet, dq_max (rad/s), ddq_max (rad/s^2), dddq_max (rad/s^3). (Later firmware
+    # lowers dq_max near the position limits; these constant values are the upper bound.)
     velocity=np.array([2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26]),
     acceleration=np.full(7, 10.0),
     jerk=np.full(7, 5000.0),

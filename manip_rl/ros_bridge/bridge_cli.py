@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "launch/config/robot.yaml for a real arm)",
     )
     p.add_argument("--autostart", action="store_true", help="configure and activate on start")
+    add_robot_argument(p)
     dds.add_realtime_arguments(p)
     p.add_argument(
         "--ros-args",
@@ -28,6 +29,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         nargs=argparse.REMAINDER,
         default=[],
         help="further ROS 2 arguments, e.g. --ros-args -p control_rate:=25.0",
+    )
+
+
+def add_robot_argument(p: argparse.ArgumentParser) -> None:
+    """``--robot panda|fr3``: the robot profile (names, limits, topics, command output)."""
+    p.add_argument(
+        "--robot",
+        choices=("panda", "fr3"),
+        help="robot profile (sets -p robot:=...; default: the parameter file's, else panda)",
     )
 
 
@@ -45,6 +55,8 @@ def ros_arguments(args: argparse.Namespace, default_params: Path) -> list[str]:
         out += ["-p", f"policy:={Path(args.policy).resolve()}"]
     if getattr(args, "autostart", False):
         out += ["-p", "autostart:=true"]
+    if getattr(args, "robot", None):
+        out += ["-p", f"robot:={args.robot}"]
     extra = [a for a in (args.ros_args or []) if a != "--ros-args"]
     # A launch file passes `-p policy:=` when its policy argument is left empty: keep the default.
     i = 0

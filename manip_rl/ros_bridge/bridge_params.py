@@ -22,17 +22,31 @@ PARAMETERS: dict[str, object] = {
     # The arm (manip_rl.robots): its joint, velocity and gripper limits bound every command,
     # whatever the policy file says.
     "robot": "panda",
+    # The driver's arm joint names in chain order (joint 1 first), optionally followed by the
+    # finger joints, when they are neither the robot's nor the policy's; [""] = the robot's own.
+    "joint_names": [""],
     "autostart": False,  # configure and activate on start (retrying activation until it passes)
     "control_rate": 0.0,  # Hz; 0 = the policy's own control period; must agree with it
     "trigger": "state",  # "state": steps on joint-state arrival at each tick; "timer": timer only
-    "output": "position",  # "position": Float64MultiArray; "trajectory": JointTrajectory
+    # "position": Float64MultiArray; "trajectory": JointTrajectory with positions and velocities
+    # within the motion limits; "auto": the robot's (panda position, fr3 trajectory)
+    "output": "auto",
     "joint_states_topic": "/joint_states",
     "command_topic": "/forward_position_controller/commands",
-    "trajectory_topic": "/joint_trajectory_controller/joint_trajectory",
+    "trajectory_topic": "",  # "" = the robot's (fr3: /fr3_arm_controller/joint_trajectory)
     "gripper_topic": "/gripper_controller/commands",
     "goal_topic": "~/goal",
     "object_pose_topic": "~/object_pose",
     "trajectory_time_from_start": 0.0,  # s; 0 = one control period
+    # Trajectory output: fractions of the robot's datasheet limits the plans use, the lateness
+    # (s) of a command's start on the arm that they tolerate, and the target-tracking time (s).
+    "velocity_margin": 0.8,
+    "acceleration_margin": 0.8,
+    "jerk_margin": 0.5,
+    "trajectory_timing_tolerance": 0.02,
+    "trajectory_tracking_time": 0.06,
+    # s; after enable the first trajectory only joins the controller's hold to the measured pose
+    "trajectory_start_time": 0.2,
     "max_joint_speed": 2.0,  # rad/s; largest command change per step = this x period
     "joint_limit_margin": 0.0,  # rad inside the robot's (and the policy's) joint limits
     "ramp_in_time": 1.0,  # s after enable over which the speed allowance ramps up
@@ -50,7 +64,7 @@ PARAMETERS: dict[str, object] = {
 # Parameters that take one of a few words.
 CHOICES: dict[str, tuple[str, ...]] = {
     "trigger": ("state", "timer"),
-    "output": ("position", "trajectory"),
+    "output": ("auto", "position", "trajectory"),
 }
 
 Get = Callable[[str], object]  # a parameter's value by name (the node's get_parameter)

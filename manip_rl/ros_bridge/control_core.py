@@ -121,10 +121,13 @@ class ControlCore:
         self.operator.disabled()
 
     # ------------------------------------------------------------------ the step
-    def step(self, now: float, **filter_args) -> tuple[Decision | None, Step | None, float | None]:
+    def step(
+        self, now: float, plan_clock: Callable[[], float] | None = None
+    ) -> tuple[Decision | None, Step | None, float | None]:
         """One control step at ``now``: (the decision, None when nothing is to be sent; the
-        policy step it came from, if any; the state's age). ``filter_args`` go to the safety
-        filter."""
+        policy step it came from, if any; the state's age). ``plan_clock``: read once after the
+        policy step, the time a trajectory plan starts (the filter's ``now``; needed with motion
+        limits)."""
         safety, runner = self.safety, self.runner
         if not safety.enabled:
             self.status = "active, disabled"
@@ -159,15 +162,17 @@ class ControlCore:
                     targets, gripper = step.targets, step.gripper
         box = self.operator.config.has_box and targets is not None
         saved = operator_safety.snapshot(safety) if box else None
-        decision = safety.filter(
-            targets, measured, state_age, gripper, problem or OK, **filter_args
-        )
+        plan_now = None if plan_clock is None else plan_clock()
+        decision = safety.filter(targets, measured, state_age, gripper, problem or OK, now=plan_now)
         if box and decision.status == OK:
             # After the filter, on the joints to be sent (either action mode): FK of the command.
             outside = self.operator.outside_workspace(runner.kinematics.ee_pos(decision.joints))
             if outside:
                 operator_safety.restore(safety, saved)  # as if this step never ran
-                decision = safety.hold(HOLD_WORKSPACE)
+                # A hold through the whole filter: with motion limits it brakes along a plan.
+                decision = safety.filter(
+                    None, measured, state_age, None, HOLD_WORKSPACE, now=plan_now
+                )
                 self.refused(HOLD_WORKSPACE, outside)
         if decision.status == HOLD_STALE and state_age is not None:
             self.log(

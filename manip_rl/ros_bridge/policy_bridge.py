@@ -49,7 +49,14 @@ from std_srvs.srv import SetBool
 
 from manip_rl.fileio import atomic_write_text
 from manip_rl.robots import get_robot
-from manip_rl.ros_bridge import bridge_params, dds, guard_params, loop_stats, operator_safety
+from manip_rl.ros_bridge import (
+    bridge_params,
+    dds,
+    guard_params,
+    loop_stats,
+    operator_safety,
+    profiles,
+)
 from manip_rl.ros_bridge.bridge_cli import add_arguments, ros_arguments, run
 from manip_rl.ros_bridge.bridge_params import RATE_TOLERANCE
 from manip_rl.ros_bridge.commands import CommandOutput
@@ -163,6 +170,9 @@ class PolicyBridge(LifecycleNode):
         except ValueError as e:
             raise ValueError(f"parameter 'robot': {e}") from None
         policy = load_policy(str(path))
+        # Policy joints matched to the robot's by role; the tighter of the two limit sets.
+        robot = profiles.serving_robot(self._p, robot, policy.action_spec)
+        get = profiles.with_profile(self._p, robot)
         # Every limit below is the robot side's; the file can only narrow the joint limits.
         self.period = bridge_control_period(policy.control_period, float(self._p("control_rate")))
         self._ticks = ControlClock(self.period)
@@ -170,9 +180,10 @@ class PolicyBridge(LifecycleNode):
         if warning:
             self.get_logger().warning(f"policy file {path}: {warning}")
         self.policy = policy
-        self.runner = PolicyRunner(self.policy)
+        self.runner = PolicyRunner(self.policy, robot=robot)
+        cfg = bridge_params.safety_config(self._p, robot, self.policy.action_spec, self.period)
         self.safety = SafetyFilter(
-            bridge_params.safety_config(self._p, robot, self.policy.action_spec, self.period)
+            cfg, profiles.motion_limits(get, robot, cfg.lower, cfg.upper, self.period)
         )
         self.state_check = StateCheck(
             guard_params.plausibility_config(self._p, robot), self.runner.joint_map
@@ -201,7 +212,7 @@ class PolicyBridge(LifecycleNode):
             )
         # The gripper has its own path (manip_rl.ros_bridge.gripper), not the arm's stream.
         self._output = CommandOutput(
-            self, self._p, self.runner.spec.joint_names, False, self.period
+            self, get, self.runner.joint_map.arm_joints, False, self.period
         )
         self._pubs = self._output.publishers
         if self.policy.action_spec.gripper:
@@ -265,7 +276,7 @@ class PolicyBridge(LifecycleNode):
         self.core.status = "active, disabled"
         self.get_logger().info(
             f"active at {1 / self.period:g} Hz (trigger {self._p('trigger')}, output "
-            f"{self._p('output')}); call ~/enable to start commanding"
+            f"{self._output.kind}); call ~/enable to start commanding"
         )
         return super().on_activate(state)
 
@@ -433,13 +444,15 @@ class PolicyBridge(LifecycleNode):
             self.counters["overruns"] += 1
             # When, and how late: the benchmark matches them against a stall probe.
             self.loop_stats.overrun_log.append((now, late))
-        decision, step, state_age = self.core.step(now)
+        # The trajectory's stamp is the plan's start, taken after the policy step (not at the state's
+        # arrival), so the plan starts as close as possible to when the controller receives it.
+        decision, step, state_age = self.core.step(now, plan_clock=time.perf_counter)
         if self.core.lapse_detail:
             self.get_logger().error(self.core.lapse_detail)
             self.core.lapse_detail = ""
         if decision is None:
             return
-        self._output.publish(decision.joints, None)
+        self._output.publish(decision.joints, None, decision.plan)
         t_pub = time.perf_counter()
         self.counters["commands"] += 1
         if decision.status != OK:

@@ -18,6 +18,7 @@ import numpy as np
 
 from manip_rl import policy_io
 from manip_rl.policy_io import PANDA_FINGER_JOINT_NAMES, ActionSpec, ObsLayout, Sensors
+from manip_rl.robots import RobotDescription
 from manip_rl.robots.kinematics import Kinematics
 
 
@@ -141,7 +142,9 @@ class PolicyRunner:
 
     new_goal_m: float = 0.01  # a goal move larger than this (m) starts a new episode
 
-    def __init__(self, policy: Policy, kinematics: Any = None) -> None:
+    def __init__(
+        self, policy: Policy, kinematics: Any = None, robot: RobotDescription | None = None
+    ) -> None:
         self.policy = policy
         self.spec: ActionSpec = policy.action_spec
         self.layout: ObsLayout = policy.layout
@@ -150,8 +153,11 @@ class PolicyRunner:
         if kinematics is None:
             kinematics = Kinematics()
         self.kinematics = kinematics
-        fingers = PANDA_FINGER_JOINT_NAMES if self.spec.gripper else ()
-        self.joint_map = JointMap(self.spec.joint_names, fingers)
+        # The robot's names, matched to the policy's joints by role (manip_rl.robots.roles): a
+        # Panda-trained policy reads an FR3's fr3_joint1..7 as its panda_joint1..7.
+        arm = self.spec.joint_names if robot is None else robot.joint_names
+        fingers = PANDA_FINGER_JOINT_NAMES if robot is None else robot.finger_joint_names
+        self.joint_map = JointMap(arm, fingers if self.spec.gripper else ())
         self.prev_action = np.zeros(self.spec.dim)
         self._goal: np.ndarray | None = None  # the goal of the episode under way
 

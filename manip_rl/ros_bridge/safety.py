@@ -15,8 +15,13 @@ Every command the bridge publishes passes through :class:`SafetyFilter`, which a
    control step from the previous command (from the measured position on the first step after
    enabling). For ``ramp_time`` seconds after enabling that allowance grows linearly from
    ``1/n`` of ``max_step`` to all of it, so the arm eases into policy control.
-6. **Joint-limit clamp.** Last, so nothing can undo it: commands are clamped into
-   ``[lower, upper]``.
+6. **Joint-limit clamp.** Commands are clamped into ``[lower, upper]``.
+7. **Motion limits** (trajectory output, when the filter has :class:`~manip_rl.robots.motion.
+   MotionLimits`): the clamped command becomes the target of a cubic plan
+   (:class:`~manip_rl.robots.motion.MotionLimiter`) whose velocity, acceleration and jerk stay
+   inside the robot's limits with margins, and which ends at rest; the decision carries it
+   (``plan``) and its first point (``joints``). Holds go through it too, so a hold brakes
+   smoothly instead of stepping the velocity to zero.
 
 The limits come from the robot side (:meth:`SafetyConfig.for_robot`): the robot description's
 joint limits intersected with the policy file's (a file can only narrow them), tightened by a
@@ -33,6 +38,7 @@ import numpy as np
 
 from manip_rl.policy_io import GRIPPER_MAX_OPENING, ActionSpec
 from manip_rl.robots import RobotDescription
+from manip_rl.robots.motion import MotionLimiter, MotionLimits, TrajectoryPlan
 
 # Status strings of a decision, also published in /diagnostics.
 DISABLED = "disabled"
@@ -162,13 +168,15 @@ class SafetyConfig:
 @dataclasses.dataclass(frozen=True)
 class Decision:
     """What the filter let through: ``joints`` (None: publish nothing), ``gripper`` (None: no
-    gripper command), a ``status`` string, and whether the clamp or the rate limit acted."""
+    gripper command), a ``status`` string, and whether the clamp or the rate limit acted. With
+    motion limits, ``plan`` is the trajectory to send (``joints``: its point one period ahead)."""
 
     joints: np.ndarray | None
     gripper: float | None
     status: str
     clamped: bool = False
     rate_limited: bool = False
+    plan: TrajectoryPlan | None = None
 
     @property
     def holding(self) -> bool:
@@ -178,8 +186,10 @@ class Decision:
 class SafetyFilter:
     """Stateful filter; call :meth:`filter` once per control step with the policy's targets."""
 
-    def __init__(self, config: SafetyConfig) -> None:
+    def __init__(self, config: SafetyConfig, motion: MotionLimits | None = None) -> None:
         self.config = config
+        self.motion = motion
+        self._limiter = None if motion is None else MotionLimiter(motion)
         self._enabled = False
         self._steps_since_enable = 0
         self._last_joints: np.ndarray | None = None
@@ -202,11 +212,15 @@ class SafetyFilter:
         self._steps_since_enable = 0
         self._last_joints = None
         self._last_gripper = None
+        if self._limiter is not None:
+            self._limiter.reset()  # the first plan starts at rest at the measured position
 
     def disable(self) -> None:
         self._enabled = False
         self._last_joints = None
         self._last_gripper = None
+        if self._limiter is not None:
+            self._limiter.reset()
 
     def hold(self, status: str = HOLD_STALE) -> Decision:
         """The hold command: the last command sent, or nothing when none was sent yet."""
@@ -223,14 +237,35 @@ class SafetyFilter:
         state_age: float | None,
         gripper: float | None = None,
         state_status: str = OK,
+        now: float | None = None,
     ) -> Decision:
         """Filter one control step.
 
         ``targets``: the policy's joint targets (rad); ``measured``: the joint positions they were
         built from; ``state_age``: seconds since that joint state arrived (None: no state yet);
         ``gripper``: the commanded opening in m, or None; ``state_status``: the plausibility
-        check's verdict on the newest joint state (anything but ``OK`` holds).
+        check's verdict on the newest joint state (anything but ``OK`` holds); ``now``: the time
+        (s) the command will be stamped with, needed with motion limits.
         """
+        decision = self._filter_positions(targets, measured, state_age, gripper, state_status)
+        if self._limiter is None or decision.joints is None:
+            return decision
+        if now is None or not math.isfinite(now):
+            raise ValueError("a safety filter with motion limits needs the command time (now)")
+        ok = measured is not None and np.isfinite(np.asarray(measured, dtype=np.float64)).all()
+        start = measured if ok else decision.joints
+        plan = self._limiter.plan_step(decision.joints, float(now), start)
+        ahead = plan.state_at(float(now) + self.motion.period)[0]  # one control period on
+        return dataclasses.replace(decision, joints=ahead, plan=plan)
+
+    def _filter_positions(
+        self,
+        targets: np.ndarray | None,
+        measured: np.ndarray | None,
+        state_age: float | None,
+        gripper: float | None,
+        state_status: str,
+    ) -> Decision:
         cfg = self.config
         if not self._enabled:
             return Decision(None, None, DISABLED)

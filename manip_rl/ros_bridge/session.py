@@ -120,13 +120,15 @@ class SimSession:
         from diagnostic_msgs.msg import DiagnosticArray
         from lifecycle_msgs.srv import GetState
         from rclpy.executors import SingleThreadedExecutor
-        from std_msgs.msg import Bool
+        from std_msgs.msg import Bool, UInt32
         from std_srvs.srv import SetBool, Trigger
 
         self.node = rclpy.create_node(f"manip_rl_driver_{os.getpid()}", context=self._context)
         self.executor = SingleThreadedExecutor(context=self._context)
         self.executor.add_node(self.node)
         self.node.create_subscription(Bool, "/sim_arm/success", self._on_success, 10)
+        self.reflexes = 0  # Franka reflexes of the emulated arm (sim_arm's ~/reflexes)
+        self.node.create_subscription(UInt32, "/sim_arm/reflexes", self._on_reflexes, 10)
         self.diagnostics: dict[str, str] = {}
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self._reset = self.node.create_client(Trigger, "/sim_arm/reset")
@@ -137,6 +139,9 @@ class SimSession:
         # enable alive where the profile requires one (robot fr3, or heartbeat: required).
         heartbeat = self.node.create_publisher(Bool, "/policy_bridge/heartbeat", 10)
         self.node.create_timer(0.05, lambda: heartbeat.publish(Bool(data=True)))
+
+    def _on_reflexes(self, msg) -> None:
+        self.reflexes = int(msg.data)
 
     def _on_success(self, msg) -> None:
         self.success = bool(msg.data)

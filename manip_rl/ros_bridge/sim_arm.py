@@ -18,7 +18,9 @@ time, one physics step per model timestep of wall time, and
 * accepts ``std_msgs/Float64MultiArray`` on ``/forward_position_controller/commands`` (7 joint
   positions in ``joints`` order, as ros2_control's forward position controller),
   ``trajectory_msgs/JointTrajectory`` on ``/joint_trajectory_controller/joint_trajectory``
-  (joints matched by name, interpolated linearly to each point's ``time_from_start``) and
+  (joints matched by name; interpolated at 1 kHz as a joint_trajectory_controller does:
+  linearly between points of positions only, by cubic splines between points with velocities,
+  times from the header stamp, or from the arrival when it is zero) and
   ``Float64MultiArray`` finger positions on ``/gripper_controller/commands``, each applied
   ``actuator_latency`` s after it arrives; commands outside the joint limits or non-finite are
   rejected and logged (at most every 2 s per kind), and so are trajectories whose joint names
@@ -26,6 +28,19 @@ time, one physics step per model timestep of wall time, and
   a negative, non-finite or decreasing ``time_from_start``;
 * ``~/reset`` (``std_srvs/Trigger``) starts a new episode: new goal, new object pose, new
   randomization draw.
+
+``robot: fr3`` makes it speak franka_ros2's interfaces: joints ``fr3_joint1..7`` and
+``fr3_finger_joint1/2`` on ``/joint_states`` (arm and gripper merged, as franka_ros2's
+joint_state_publisher does), the arm alone at a higher rate on ``/franka/joint_states`` (its
+joint_state_broadcaster; ``arm_state_topic``, ``arm_state_rate``), trajectories on
+``/fr3_arm_controller/joint_trajectory``, and Franka's reflex (:mod:`manip_rl.robots.reflex`):
+commands are interpolated at 1 kHz as a joint_trajectory_controller does (points with
+velocities: cubic splines from the header stamp), and any commanded motion outside the FR3's
+position, velocity, acceleration or jerk limits faults the arm, which then holds and refuses
+commands until ``/action_server/error_recovery`` is called. That is a ``std_srvs/Trigger``
+service here (franka_ros2's is a ``franka_msgs/action/ErrorRecovery`` action, and franka_msgs is
+not installable from PyPI). ``~/reflexes`` (``std_msgs/UInt32``) counts the faults.
+``actuator_latency`` delays a trajectory's stamp with its arrival, so it runs as planned, late.
 """
 
 from __future__ import annotations
@@ -44,14 +59,18 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray
+from std_msgs.msg import Bool, Float64MultiArray, UInt32
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from manip_rl import policy_io
-from manip_rl.policy_io import PANDA_FINGER_JOINT_NAMES, PANDA_JOINT_NAMES, SIM_JOINT_OFFSETS
+from manip_rl.policy_io import SIM_JOINT_OFFSETS
+from manip_rl.robots import get_robot
+from manip_rl.robots.franka import SIM_MODEL_LOWER, SIM_MODEL_UPPER
+from manip_rl.robots.reflex import EmulatedArm
 from manip_rl.ros_bridge import dds
-from manip_rl.ros_bridge.bridge_cli import ros_arguments
+from manip_rl.ros_bridge.bridge_cli import add_robot_argument, ros_arguments
+from manip_rl.ros_bridge.commands import clock_offset_ns
 
 NODE_NAME = "sim_arm"
 MAX_CATCH_UP_STEPS = 50  # physics steps one timer tick may run to catch up with wall time
@@ -66,9 +85,22 @@ PARAMETERS: dict[str, object] = {
     "actuator_latency": 0.0,  # s between a command's arrival and its application
     "joint_states_topic": "/joint_states",
     "command_topic": "/forward_position_controller/commands",
-    "trajectory_topic": "/joint_trajectory_controller/joint_trajectory",
+    "trajectory_topic": "",  # "" = the robot's (fr3: /fr3_arm_controller/joint_trajectory)
     "gripper_topic": "/gripper_controller/commands",
     "base_frame": "panda_link0",
+    "robot": "panda",  # "fr3": franka_ros2's names and topics, and Franka's reflex
+    "reflex": "auto",  # "auto" (on for fr3), "on", "off"
+    "arm_state_topic": "",  # "" = the robot's (fr3: /franka/joint_states; panda: none)
+    "arm_state_rate": 250.0,  # Hz (franka_ros2's joint_state_broadcaster: 1 kHz)
+    "error_recovery_service": "/action_server/error_recovery",
+}
+SIM_PROFILE_DEFAULTS = {
+    "panda": {"trajectory_topic": "/joint_trajectory_controller/joint_trajectory", "reflex": "off"},
+    "fr3": {
+        "trajectory_topic": "/fr3_arm_controller/joint_trajectory",
+        "reflex": "on",
+        "arm_state_topic": "/franka/joint_states",
+    },
 }
 
 
@@ -80,6 +112,14 @@ class SimArm(Node):
         for name, default in PARAMETERS.items():
             self.declare_parameter(name, default)
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        try:
+            self.robot = get_robot(str(p["robot"]))
+        except ValueError as e:
+            raise SystemExit(f"sim_arm: parameter 'robot': {e}") from None
+        for name, value in SIM_PROFILE_DEFAULTS[self.robot.name].items():
+            p[name] = value if p[name] in ("", "auto") else p[name]
+        if p["reflex"] not in ("on", "off"):
+            raise SystemExit(f"sim_arm: parameter 'reflex' is {p['reflex']!r}: use auto, on, off")
         import gymnasium as gym
 
         import manip_rl  # noqa: F401  (registers the envs)
@@ -120,9 +160,21 @@ class SimArm(Node):
         self.create_subscription(JointTrajectory, p["trajectory_topic"], self._on_trajectory, 10)
         self.create_subscription(Float64MultiArray, p["gripper_topic"], self._on_gripper, 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
-
-        self._names = list(PANDA_JOINT_NAMES) + list(PANDA_FINGER_JOINT_NAMES)
+        self._clock_offset_ns = clock_offset_ns(self)
+        self._recovery_name = p["error_recovery_service"]
+        self.create_service(Trigger, self._recovery_name, self._on_recovery)
+        self.reflex_pub = self.create_publisher(UInt32, "~/reflexes", 10)
+        self._arm_names = list(self.robot.joint_names)
+        self._lower = np.maximum(self.robot.lower, SIM_MODEL_LOWER)
+        self._upper = np.minimum(self.robot.upper, SIM_MODEL_UPPER)
+        self.arm = EmulatedArm(self.robot, self.robot.home, check=p["reflex"] == "on")
+        self._names = self._arm_names + list(self.robot.finger_joint_names)
         self._js = JointState(name=self._names)
+        self._arm_js = JointState(name=self._arm_names)
+        self.arm_state_pub = None
+        if p["arm_state_topic"]:
+            self.arm_state_pub = self.create_publisher(JointState, p["arm_state_topic"], sensor_qos)
+            self.create_timer(1.0 / float(p["arm_state_rate"]), self._publish_arm_state)
         self.reset_episode(seed=self.seed)
         gc.collect()  # keep full collections over the loaded modules out of the 2 ms loop
         gc.freeze()
@@ -139,7 +191,10 @@ class SimArm(Node):
     def reset_episode(self, seed: int | None = None) -> None:
         self.env.reset(seed=seed)  # the env draws the episode's sensor bias and noise levels
         self._pending: collections.deque = collections.deque()  # (apply_time, kind, value)
-        self._trajectory = None  # (t_start, start_ctrl, [(t, positions)...])
+        # A new episode puts the arm at rest at its new pose, any fault cleared (the count stays).
+        home = self.data.ctrl[self.ids.arm_actuators] + SIM_JOINT_OFFSETS
+        self.arm.reset(home, time.perf_counter())
+        self._reported_fault = ""
         self._history: collections.deque = collections.deque()  # (time, sample)
         now = time.perf_counter()
         self._published = None
@@ -147,6 +202,15 @@ class SimArm(Node):
         self._since_control = 0  # physics steps since the task history last advanced
         self._history.append((now, self._measure()))
         self.episode += 1
+
+    def _on_recovery(self, request: Trigger.Request, response: Trigger.Response):
+        fault = self.arm.fault
+        self.arm.recover(time.perf_counter())
+        self._reported_fault = ""
+        response.success = True
+        response.message = f"recovered from: {fault}" if fault else "no error to recover from"
+        self.get_logger().info(response.message)
+        return response
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
         self.reset_episode()
@@ -169,7 +233,7 @@ class SimArm(Node):
         if q.shape != (7,):
             self._log_rejection(
                 f"{source} shape",
-                f"{source}: expected 7 joint positions ({list(PANDA_JOINT_NAMES)}), got {q.shape}",
+                f"{source}: expected 7 joint positions ({self._arm_names}), got {q.shape}",
             )
             return None
         if not np.isfinite(q).all():
@@ -178,7 +242,7 @@ class SimArm(Node):
                 f"{source} nonfinite", f"{source}: non-finite (NaN/inf) command rejected"
             )
             return None
-        lo, hi = policy_io.PANDA_JOINT_LOWER - 1e-6, policy_io.PANDA_JOINT_UPPER + 1e-6
+        lo, hi = self._lower - 1e-6, self._upper + 1e-6
         if (q < lo).any() or (q > hi).any():
             self.counters["rejected_limits"] += 1
             self._log_rejection(
@@ -204,11 +268,11 @@ class SimArm(Node):
             self._reject_trajectory("names", f"joint names {twice} appear more than once")
             return
         where = {n: i for i, n in enumerate(names)}
-        missing = [n for n in PANDA_JOINT_NAMES if n not in where]
+        missing = [n for n in self._arm_names if n not in where]
         if missing or not msg.points:
             self._reject_trajectory("missing", f"missing joints {missing} or no points")
             return
-        idx = [where[n] for n in PANDA_JOINT_NAMES]
+        idx = [where[n] for n in self._arm_names]
         points = []
         prev_t = 0.0
         for k, pt in enumerate(msg.points):
@@ -229,10 +293,31 @@ class SimArm(Node):
                     "decrease",
                 )
                 return
+            v = None
+            if len(pt.velocities):
+                if len(pt.velocities) != len(names) or not np.isfinite(pt.velocities).all():
+                    self._reject_trajectory("velocities", f"point {k}: bad velocities")
+                    return
+                v = np.array([pt.velocities[i] for i in idx])
             prev_t = t
-            points.append((t, q))
+            points.append((t, q, v))
         self.counters["trajectories"] += 1
-        self._pending.append((time.perf_counter() + self.actuator_latency, "trajectory", points))
+        # Point times count from the header stamp (from the arrival when it is zero), mapped to
+        # this node's perf_counter clock and delayed with the command by the actuator latency.
+        now = time.perf_counter()
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        # On the perf_counter clock through an offset measured once (see commands.py).
+        t_stamp = (stamp_ns - self._clock_offset_ns) * 1e-9 if stamp_ns else now
+        if t_stamp < self._t0:  # sent before the last reset: the new episode never had it
+            self.counters["stale_trajectories"] += 1
+            return
+        # A stamped trajectory starts actuator_latency after its stamp, as a controller that has
+        # it by then would; or, arriving later, at the next 1 kHz tick (from the state it
+        # commands then; the bridge's plans follow the previous one for a while, so a late one
+        # joins the motion smoothly).
+        t0 = t_stamp + self.actuator_latency if stamp_ns else now + self.actuator_latency
+        points = [(t0 + t, q, v) for t, q, v in points]
+        self._pending.append((max(now, t0), "trajectory", (t0, points)))
 
     def _on_gripper(self, msg: Float64MultiArray) -> None:
         g = np.asarray(msg.data, dtype=np.float64)
@@ -245,27 +330,24 @@ class SimArm(Node):
         self._pending.append((time.perf_counter() + self.actuator_latency, "gripper", g))
 
     def _apply_pending(self, t: float) -> None:
-        d, ids = self.data, self.ids
+        d, ids, arm = self.data, self.ids, self.arm
         while self._pending and self._pending[0][0] <= t:
-            _, kind, value = self._pending.popleft()
+            t_cmd, kind, value = self._pending.popleft()
+            arm.advance(t_cmd)
             if kind == "arm":
-                self._trajectory = None
-                d.ctrl[ids.arm_actuators] = value - SIM_JOINT_OFFSETS
+                arm.command_position(value)
             elif kind == "trajectory":
-                start = d.ctrl[ids.arm_actuators] + SIM_JOINT_OFFSETS
-                self._trajectory = (t, start.copy(), value)
+                t_start, points = value
+                if not arm.command_trajectory(t_start, points) and not arm.fault:
+                    self._reject_trajectory("past", "every point lies in the past")
             else:
                 d.ctrl[ids.finger_actuators] = value
-        if self._trajectory is not None:
-            t_start, prev_q, points = self._trajectory
-            elapsed, prev_t, q = t - t_start, 0.0, points[-1][1]
-            for pt_t, pt_q in points:
-                if elapsed < pt_t:
-                    a = (elapsed - prev_t) / max(pt_t - prev_t, 1e-9)
-                    q = prev_q + a * (pt_q - prev_q)
-                    break
-                prev_t, prev_q = pt_t, pt_q
-            d.ctrl[ids.arm_actuators] = q - SIM_JOINT_OFFSETS
+        d.ctrl[ids.arm_actuators] = arm.advance(t) - SIM_JOINT_OFFSETS
+        if arm.fault and arm.fault != self._reported_fault:
+            self._reported_fault = arm.fault
+            self.get_logger().error(
+                f"reflex: {arm.fault}; the arm stopped. Call {self._recovery_name} to recover"
+            )
 
     # ------------------------------------------------------------------ physics and sensing
     def _measure(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -311,8 +393,17 @@ class SimArm(Node):
         js.position = [*reading["joint_pos"].tolist(), half_opening, half_opening]
         js.velocity = [*reading["joint_vel"].tolist(), *finger_vel.tolist()]
         self.joint_pub.publish(js)
+        self._arm_sample = (js.header.stamp, js.position[:7], js.velocity[:7])
         if self.has_object:
             self._last_object = (reading["object_pos"], reading["object_quat"])
+
+    def _publish_arm_state(self) -> None:
+        """The arm's joints alone (franka_ros2's /franka/joint_states), the newest sample."""
+        sample = getattr(self, "_arm_sample", None)
+        if sample is not None:
+            js = self._arm_js
+            js.header.stamp, js.position, js.velocity = sample
+            self.arm_state_pub.publish(js)
 
     def _publish_task(self) -> None:
         stamp = self.get_clock().now().to_msg()
@@ -331,6 +422,7 @@ class SimArm(Node):
                 o.w, o.x, o.y, o.z = (float(x) for x in quat)
                 self.object_pub.publish(pose)
         self.success_pub.publish(Bool(data=self.is_success()))
+        self.reflex_pub.publish(UInt32(data=self.arm.reflexes))
 
     def is_success(self) -> bool:
         """The env's success test on the true (noise-free) state."""
@@ -345,6 +437,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--params-file",
         help=f"ROS 2 parameter YAML (default: {dds.SIM_PARAMS.relative_to(dds.REPO_ROOT)})",
     )
+    add_robot_argument(p)
     dds.add_realtime_arguments(p)
     p.add_argument(
         "--ros-args",

@@ -1,0 +1,125 @@
+"""Benchmark: the shipped Push and PickPlace policies on an emulated FR3 through the trajectory
+path, over ROS 2, against an in-process evaluation on the same interpolation and limits.
+
+For each policy: N episodes served by ``policy_bridge`` (``robot: fr3``: joints matched by role,
+the tighter of the Panda's and FR3's limits, stamped JointTrajectory output) to
+``sim_arm --robot fr3`` (1 kHz joint_trajectory_controller-like interpolation, Franka's reflex),
+counting the reflexes; and N episodes of the same env in-process with ``trajectory_robot="fr3"``
+(the bridge's safety filter and the same interpolator and reflex, no ROS), with the bridge
+parameters of launch/config/sim.yaml. Targets (issue 16): 0 reflexes, success within 5 points.
+
+    nice python bench/fr3_trajectory.py --episodes 20 --json fr3.json
+
+It also prints the machine's load average: the ROS 2 reflex count depends on how late commands
+reach sim_arm, which on a shared machine is set by the other load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import yaml
+
+from manip_rl.export.policy_file import load_policy
+from manip_rl.fileio import atomic_write_text
+from manip_rl.ros_bridge import bridge_params, dds
+from manip_rl.stats import wilson_interval
+
+POLICIES = {
+    "push": dds.PRETRAINED_DIR / "panda_push.pt",
+    "pick_place": dds.PRETRAINED_DIR / "panda_pick_place.pt",
+}
+
+
+def sim_bridge_params() -> dict:
+    """policy_bridge's parameters from launch/config/sim.yaml (those the in-process path uses)."""
+    section = yaml.safe_load(dds.SIM_PARAMS.read_text())["policy_bridge"]["ros__parameters"]
+    return {k: v for k, v in section.items() if k in bridge_params.PARAMETERS and k != "policy"}
+
+
+def in_process(policy_path: str, episodes: int, seed: int) -> dict:
+    policy = load_policy(policy_path)
+    params = {k: v for k, v in sim_bridge_params().items() if k not in ("output", "robot")}
+    env = policy.make_env(randomization="default", trajectory_robot="fr3", trajectory_params=params)
+    wins, reflexes = 0, 0
+    for ep in range(episodes):
+        obs, info = env.reset(seed=seed + ep)
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(policy.act(obs))
+            done = terminated or truncated
+        wins += bool(info["is_success"])
+        reflexes = int(info.get("reflexes", 0))
+    env.close()
+    return {"episodes": episodes, "successes": wins, "reflexes": reflexes}
+
+
+def over_ros(policy_path: str, episodes: int) -> dict:
+    from manip_rl.ros_bridge.session import SimSession
+
+    metadata = load_policy(policy_path).metadata
+    steps = _episode_steps(metadata["env_id"])
+    period = float(metadata["control_period_s"])
+    wins = 0
+    with SimSession(
+        policy_path,
+        env_id=metadata["env_id"],
+        # Joint states at 100 Hz and no keep-warm inference per state: on a loaded 2-core machine
+        # every spare cycle shortens how late a trajectory reaches sim_arm (a command later than
+        # trajectory_timing_tolerance + actuator_latency past its stamp can trip the reflex).
+        bridge_params=["-p", "robot:=fr3", "-p", "keep_warm:=false"],
+        sim_params=["-p", "robot:=fr3", "-p", "joint_state_rate:=100.0"],
+    ) as session:
+        for _ in range(episodes):
+            wins += session.run_episode(steps * period)
+        session.spin(0.3)
+        reflexes = session.reflexes
+    return {"episodes": episodes, "successes": wins, "reflexes": reflexes}
+
+
+def _episode_steps(env_id: str) -> int:
+    from manip_rl.demo import episode_steps
+
+    return episode_steps(env_id)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--tasks", nargs="+", default=list(POLICIES), choices=list(POLICIES))
+    p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--json", help="write the figures here")
+    args = p.parse_args()
+    results = {}
+    for task in args.tasks:
+        path = str(POLICIES[task])
+        t0 = time.monotonic()
+        local = in_process(path, args.episodes, args.seed)
+        ros = over_ros(path, args.episodes)
+        load = os.getloadavg()[0]
+        results[task] = {
+            "in_process": local,
+            "ros": ros,
+            "seconds": time.monotonic() - t0,
+            "load_average_1min": load,
+        }
+        print(f"{task:10s} load average (1 min) after the run: {load:.1f}", flush=True)
+        for name, r in (("in-process", local), ("ROS 2 / sim_arm fr3", ros)):
+            lo, hi = wilson_interval(r["successes"], r["episodes"])
+            print(
+                f"{task:10s} {name:20s}: success {r['successes']}/{r['episodes']} "
+                f"({lo:.0%}-{hi:.0%}), reflexes {r['reflexes']}",
+                flush=True,
+            )
+        gap = (ros["successes"] - local["successes"]) / args.episodes
+        print(f"{task:10s} success gap (ROS - in-process): {gap * 100:+.0f} points", flush=True)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
