@@ -17,7 +17,8 @@ case "$ROS_DISTRO_WANTED" in
     *) echo "setup: --ros $ROS_DISTRO_WANTED: use jazzy or kilted" >&2; exit 2 ;;
 esac
 
-if ! ldconfig -p 2>/dev/null | grep -q libOSMesa; then
+# grep without -q: -q would stop reading early and, with pipefail, fail the pipeline (SIGPIPE).
+if ! ldconfig -p 2>/dev/null | grep libOSMesa >/dev/null; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     echo "setup: installing libosmesa6 (offscreen rendering without a GPU)"
     $SUDO apt-get update -qq
@@ -31,7 +32,7 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 .venv/bin/python -m pip install -q --upgrade pip
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-installed="$(.venv/bin/python -m pip show ros-rclpy 2>/dev/null | sed -n 's/^Version: //p')"
+installed="$(.venv/bin/python -m pip show ros-rclpy 2>/dev/null | sed -n 's/^Version: //p' || true)"
 if [ -n "$installed" ] && [ "${installed%%.*}" != "$RCLPY_MAJOR" ]; then
     echo "setup: switching ROS 2 wheels from rclpy $installed to $ROS_DISTRO_WANTED"
     .venv/bin/python -m pip freeze | sed -n 's/^\(ros-[A-Za-z0-9_.-]*\)==.*/\1/p' \
