@@ -72,72 +72,67 @@ def test_a_panda_policy_drives_the_emulated_fr3_without_a_reflex(tmp_path):
 
 
 def test_a_violent_command_faults_the_emulated_fr3_until_error_recovery(tmp_path):
-    saved = {k: os.environ.get(k) for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID")}
-    dds.keep_dds_local(DOMAIN + 1)
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN + 1)
-    args = ["--robot", "fr3", "--ros-args", "-p", "randomization:=none"]
-    args += ["-p", "actuator_latency:=0.0", "-p", "sensor_latency:=0.0"]
-    proc = dds.start_node("sim-arm", args, DOMAIN + 1, tmp_path / "sim_arm.log")
-    from rclpy.executors import SingleThreadedExecutor
+    with dds.local_context(DOMAIN + 1) as ctx:
+        args = ["--robot", "fr3", "--ros-args", "-p", "randomization:=none"]
+        args += ["-p", "actuator_latency:=0.0", "-p", "sensor_latency:=0.0"]
+        proc = dds.start_node("sim-arm", args, DOMAIN + 1, tmp_path / "sim_arm.log")
+        from rclpy.executors import SingleThreadedExecutor
 
-    node = rclpy.create_node(f"fr3_test_{os.getpid()}", context=ctx)
-    executor = SingleThreadedExecutor(context=ctx)
-    executor.add_node(node)
-    try:
-        states: list[JointState] = []
-        reflexes: list[int] = []
-        node.create_subscription(JointState, "/joint_states", states.append, SENSOR)
-        node.create_subscription(UInt32, "/sim_arm/reflexes", lambda m: reflexes.append(m.data), 10)
-        pub = node.create_publisher(JointTrajectory, TRAJECTORY_TOPIC, 10)
-        recovery = node.create_client(Trigger, "/action_server/error_recovery")
-        end = time.monotonic() + 60
-        while not (states and reflexes and pub.get_subscription_count()):
-            assert time.monotonic() < end, (tmp_path / "sim_arm.log").read_text()[-2000:]
-            _spin(executor, 0.1)
-        assert reflexes[-1] == 0
-        assert list(states[-1].name) == [*FR3.joint_names, *FR3.finger_joint_names]
+        node = rclpy.create_node(f"fr3_test_{os.getpid()}", context=ctx)
+        executor = SingleThreadedExecutor(context=ctx)
+        executor.add_node(node)
+        try:
+            states: list[JointState] = []
+            reflexes: list[int] = []
+            node.create_subscription(JointState, "/joint_states", states.append, SENSOR)
+            node.create_subscription(
+                UInt32, "/sim_arm/reflexes", lambda m: reflexes.append(m.data), 10
+            )
+            pub = node.create_publisher(JointTrajectory, TRAJECTORY_TOPIC, 10)
+            recovery = node.create_client(Trigger, "/action_server/error_recovery")
+            end = time.monotonic() + 60
+            while not (states and reflexes and pub.get_subscription_count()):
+                assert time.monotonic() < end, (tmp_path / "sim_arm.log").read_text()[-2000:]
+                _spin(executor, 0.1)
+            assert reflexes[-1] == 0
+            assert list(states[-1].name) == [*FR3.joint_names, *FR3.finger_joint_names]
 
-        def position() -> np.ndarray:
-            return np.array(states[-1].position[:7])
+            def position() -> np.ndarray:
+                return np.array(states[-1].position[:7])
 
-        def send(q, seconds: float) -> None:
-            point = JointTrajectoryPoint(
-                positions=[float(x) for x in q], velocities=[0.0] * 7,
-                time_from_start=_duration(seconds),
-            )  # fmt: skip
-            pub.publish(JointTrajectory(joint_names=list(FR3.joint_names), points=[point]))
+            def send(q, seconds: float) -> None:
+                point = JointTrajectoryPoint(
+                    positions=[float(x) for x in q], velocities=[0.0] * 7,
+                    time_from_start=_duration(seconds),
+                )  # fmt: skip
+                pub.publish(JointTrajectory(joint_names=list(FR3.joint_names), points=[point]))
 
-        home = position()
-        send(home + 0.4, 0.05)  # 0.4 rad in 50 ms: about 12 rad/s, far past 2.62 rad/s
-        _spin(executor, 1.0)
-        assert reflexes[-1] == 1
-        log = (tmp_path / "sim_arm.log").read_text()
-        assert "reflex: joint_motion_generator_" in log and "error_recovery" in log
-        stopped = position()
-        assert np.abs(stopped - home).max() < 0.2  # it stopped on the way
-        send(home, 2.0)  # refused while faulted
-        _spin(executor, 1.0)
-        np.testing.assert_allclose(position(), stopped, atol=0.01)
+            home = position()
+            send(home + 0.4, 0.05)  # 0.4 rad in 50 ms: about 12 rad/s, far past 2.62 rad/s
+            _spin(executor, 1.0)
+            assert reflexes[-1] == 1
+            log = (tmp_path / "sim_arm.log").read_text()
+            assert "reflex: joint_motion_generator_" in log and "error_recovery" in log
+            stopped = position()
+            assert np.abs(stopped - home).max() < 0.2  # it stopped on the way
+            send(home, 2.0)  # refused while faulted
+            _spin(executor, 1.0)
+            np.testing.assert_allclose(position(), stopped, atol=0.01)
 
-        assert recovery.wait_for_service(timeout_sec=10)
-        future = recovery.call_async(Trigger.Request())
-        end = time.monotonic() + 10
-        while not future.done() and time.monotonic() < end:
-            _spin(executor, 0.01)
-        response = future.result()
-        assert response.success and "recovered from: joint_motion_generator_" in response.message
-        send(home, 2.0)  # gentle: 2 s back home
-        _spin(executor, 2.8)
-        np.testing.assert_allclose(position(), home, atol=0.02)
-        assert reflexes[-1] == 1  # no new fault
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        dds.stop_node(proc)
-        rclpy.shutdown(context=ctx)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+            assert recovery.wait_for_service(timeout_sec=10)
+            future = recovery.call_async(Trigger.Request())
+            end = time.monotonic() + 10
+            while not future.done() and time.monotonic() < end:
+                _spin(executor, 0.01)
+            response = future.result()
+            assert (
+                response.success and "recovered from: joint_motion_generator_" in response.message
+            )
+            send(home, 2.0)  # gentle: 2 s back home
+            _spin(executor, 2.8)
+            np.testing.assert_allclose(position(), home, atol=0.02)
+            assert reflexes[-1] == 1  # no new fault
+        finally:
+            executor.shutdown()
+            node.destroy_node()
+            dds.stop_node(proc)

@@ -82,17 +82,8 @@ class GuardArm(FakeArm):
 
 @pytest.fixture(scope="module")
 def ros_context():
-    saved = {k: os.environ.get(k) for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID")}
-    dds.keep_dds_local(DOMAIN)
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=DOMAIN)
-    yield context
-    rclpy.shutdown(context=context)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with dds.local_context(DOMAIN) as context:
+        yield context
 
 
 def start_bridge(policy: str, log_path, *params: str):

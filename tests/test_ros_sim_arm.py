@@ -31,17 +31,8 @@ DOMAIN = dds.domain_id_for(os.getpid() + 37)
 
 @pytest.fixture(scope="module")
 def context():
-    saved = {k: os.environ.get(k) for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID")}
-    dds.keep_dds_local(DOMAIN)
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN)
-    yield ctx
-    rclpy.shutdown(context=ctx)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with dds.local_context(DOMAIN) as ctx:
+        yield ctx
 
 
 class Controller:

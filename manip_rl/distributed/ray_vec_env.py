@@ -33,6 +33,7 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 from stable_baselines3.common.vec_env.subproc_vec_env import _stack_obs
 
 from manip_rl.distributed.ray_session import connect, import_ray
+from manip_rl.policies.vec_env import by_worker, in_index_order
 
 ray = import_ray()
 
@@ -266,18 +267,11 @@ class RayVecEnv(VecEnv):
 
     # ------------------------------------------------------------------ by index
     def _ask(self, indices: VecEnvIndices, cmd: str, *payload: Any) -> list[Any]:
-        groups: dict[int, list[int]] = {}
-        for i in self._get_indices(indices):
-            w, local = self._where[i]
-            groups.setdefault(w, []).append(local)
+        order = list(self._get_indices(indices))
+        groups = by_worker(self._where, order)
         answers = {w: ray.get(self.actors[w].call.remote(cmd, local, *payload))
                    for w, local in groups.items()}  # fmt: skip
-        out, seen = [], {w: 0 for w in groups}
-        for i in self._get_indices(indices):
-            w, _ = self._where[i]
-            out.append(answers[w][seen[w]])
-            seen[w] += 1
-        return out
+        return in_index_order(self._where, order, answers)
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         return self._ask(indices, "get_attr", attr_name)

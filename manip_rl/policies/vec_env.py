@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -180,25 +180,13 @@ class ChunkedSubprocVecEnv(VecEnv):
         self.closed = True
 
     # ------------------------------------------------------------------ by index
-    def _by_worker(self, indices: VecEnvIndices) -> dict[int, list[int]]:
-        out: dict[int, list[int]] = {}
-        for i in self._get_indices(indices):
-            w, local = self._where[i]
-            out.setdefault(w, []).append(local)
-        return out
-
     def _ask(self, indices: VecEnvIndices, cmd: str, *payload: Any) -> list[Any]:
-        groups = self._by_worker(indices)
+        order = list(self._get_indices(indices))
+        groups = by_worker(self._where, order)
         for w, local in groups.items():
             self.remotes[w].send((cmd, (local, *payload)))
         answers = {w: self.remotes[w].recv() for w in groups}
-        # Back in the order the indices were given.
-        out, seen = [], {w: 0 for w in groups}
-        for i in self._get_indices(indices):
-            w, _ = self._where[i]
-            out.append(answers[w][seen[w]])
-            seen[w] += 1
-        return out
+        return in_index_order(self._where, order, answers)
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         return self._ask(indices, "get_attr", attr_name)
@@ -225,3 +213,26 @@ class ChunkedSubprocVecEnv(VecEnv):
         for remote in self.remotes:
             remote.send(("render", None))
         return [img for remote in self.remotes for img in remote.recv()]
+
+
+def by_worker(where: Sequence[tuple[int, int]], indices: Sequence[int]) -> dict[int, list[int]]:
+    """The env indices grouped by worker: {worker: [its local indices, in the given order]};
+    ``where[i]`` is env ``i``'s (worker, local index)."""
+    out: dict[int, list[int]] = {}
+    for i in indices:
+        w, local = where[i]
+        out.setdefault(w, []).append(local)
+    return out
+
+
+def in_index_order(
+    where: Sequence[tuple[int, int]], indices: Sequence[int], answers: Mapping[int, Sequence[Any]]
+) -> list[Any]:
+    """The workers' answers (each in its :func:`by_worker` order) back in the order of
+    ``indices``."""
+    out, seen = [], dict.fromkeys(answers, 0)
+    for i in indices:
+        w, _ = where[i]
+        out.append(answers[w][seen[w]])
+        seen[w] += 1
+    return out

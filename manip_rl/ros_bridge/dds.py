@@ -8,13 +8,15 @@ or to other ROS 2 graphs on this one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +50,30 @@ def keep_dds_local(domain_id: int) -> None:
     """Set this process's own DDS environment (before ``rclpy.init``)."""
     os.environ.update(local_env(domain_id, {}))
     os.environ.pop("ROS_STATIC_PEERS", None)
+
+
+@contextlib.contextmanager
+def local_context(domain_id: int) -> Iterator[Any]:
+    """An rclpy context of this process's own on ``domain_id`` with DDS kept on this machine
+    (:func:`keep_dds_local`); on exit it is shut down and the process's ``ROS_DOMAIN_ID`` and
+    ``ROS_AUTOMATIC_DISCOVERY_RANGE`` are put back. For tests and benchmarks that talk to nodes
+    from the driving process."""
+    import rclpy
+
+    keys = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID")
+    saved = {k: os.environ.get(k) for k in keys}
+    keep_dds_local(domain_id)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain_id)
+    try:
+        yield context
+    finally:
+        rclpy.shutdown(context=context)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def manip_rl_command(subcommand: str, args: Sequence[str] = ()) -> list[str]:
