@@ -157,6 +157,17 @@ class ActionSpec:
         arm = 7 if self.mode == JOINT_DELTA else 3
         return arm + (1 if self.gripper else 0)
 
+    @functools.cached_property
+    def joint_scale_array(self) -> np.ndarray:
+        """``joint_scale`` as a 0-d array: numpy multiplies an array by one about 0.7 us faster
+        than by a Python float (same result), and this runs in every step."""
+        return np.array(self.joint_scale)
+
+    @functools.cached_property
+    def ee_scale_array(self) -> np.ndarray:
+        """``ee_scale`` as a 0-d array (see :attr:`joint_scale_array`)."""
+        return np.array(self.ee_scale)
+
     def to_json(self) -> dict:
         return {
             "mode": self.mode,
@@ -347,13 +358,16 @@ class ObservationBuilder:
         self._needs_object = any(f.name.startswith("object") for f in layout.observation)
         g = layout.goal_dim
         self._split = (g, 2 * g)
+        self._obj, self._ee = SENSOR_SLICES["object_pos"], SENSOR_SLICES["ee_pos"]
 
     def __call__(
         self, sensors: np.ndarray, goal: np.ndarray, prev_action: np.ndarray
     ) -> dict[str, np.ndarray]:
-        obj, ee = sensors[SENSOR_SLICES["object_pos"]], sensors[SENSOR_SLICES["ee_pos"]]
-        src = np.concatenate((sensors, obj - ee, goal, prev_action))
-        flat = src.take(self._index).astype(np.float32)
+        # float32 once, in the concatenate (each entry is rounded from float64 as before).
+        src = np.concatenate(
+            (sensors, sensors[self._obj] - sensors[self._ee], goal, prev_action), dtype=np.float32
+        )
+        flat = src.take(self._index)
         a, b = self._split
         return {"observation": flat[b:], "achieved_goal": flat[:a], "desired_goal": flat[a:b]}
 
@@ -428,11 +442,11 @@ def sanitized_action_to_joint_targets(
     """:func:`action_to_joint_targets` for an action already through :func:`sanitize_action`
     (the env's hot path, which sanitizes once for both the command and ``prev_action``)."""
     if spec.mode == JOINT_DELTA:
-        dq = spec.joint_scale * action[:7]
+        dq = action[:7] * spec.joint_scale_array
     else:
         if ee_jacobian is None:
             raise ValueError("ee_delta actions need the end-effector Jacobian")
-        dx = spec.ee_scale * action[:3]
+        dx = action[:3] * spec.ee_scale_array
         if spec.ee_z_min is not None:
             if ee_pos is None:
                 raise ValueError(
@@ -452,20 +466,32 @@ def sanitized_action_to_joint_targets(
     targets = np.minimum(np.maximum(joint_pos + dq, spec.lower), spec.upper)
     gripper = None
     if spec.gripper:
-        gripper = float((action[-1] + 1.0) * 0.5 * GRIPPER_MAX_OPENING)
+        gripper = (float(action[-1]) + 1.0) * 0.5 * GRIPPER_MAX_OPENING
     return targets, gripper
 
 
+_MINUS_ONE, _ONE = np.array(-1.0), np.array(1.0)
+
+
 def sanitize_action(action: np.ndarray) -> np.ndarray:
-    """Non-finite entries become 0 (hold), the rest is clipped to [-1, 1]."""
-    # One reduction tells whether any entry is NaN or infinite (a sum of finite float64 values
-    # that overflows also lands here, and is then handled exactly).
-    if not math.isfinite(action.sum()):
+    """Non-finite entries become 0 (hold), the rest is clipped to [-1, 1]; float64 out."""
+    # One reduction tells whether any entry is NaN or infinite (a sum of squares of finite
+    # float64 values that overflows also lands here, and is then handled exactly).
+    flat = action if action.ndim == 1 else action.reshape(-1)
+    if not math.isfinite(flat.dot(flat)):
         action = np.where(np.isfinite(action), action, 0.0)
-    return np.minimum(np.maximum(action, -1.0), 1.0)
+    # 0-d array bounds: a Python float operand costs numpy a conversion in every call.
+    return np.minimum(np.maximum(action, _MINUS_ONE), _ONE)
+
+
+@functools.lru_cache(maxsize=8)
+def _damping_matrix(n: int, damping: float) -> np.ndarray:
+    m = (damping**2) * np.eye(n)
+    m.flags.writeable = False
+    return m
 
 
 def damped_least_squares(jac: np.ndarray, dx: np.ndarray, damping: float = 0.05) -> np.ndarray:
     """Joint displacement dq minimising |J dq - dx|^2 + damping^2 |dq|^2."""
-    jjt = jac @ jac.T + (damping**2) * np.eye(jac.shape[0])
+    jjt = jac @ jac.T + _damping_matrix(jac.shape[0], damping)
     return jac.T @ np.linalg.solve(jjt, dx)

@@ -248,7 +248,8 @@ def test_the_privileged_entry_is_the_draw_and_the_noiseless_state():
     np.testing.assert_allclose(priv[:7], nominal * draw["joint_damping"], rtol=1e-6)
     # The last 7 values are the object's true pose; the robot's reading of it is noisy.
     obs, *_ = env.step(np.zeros(env.action_space.shape))
-    true_pose = base.data.qpos[base._object_qpos]
+    o = base.ids.object_qpos
+    true_pose = base.data.qpos[o : o + 7]
     np.testing.assert_allclose(obs["privileged"][-7:], true_pose, atol=1e-6)
     seen = obs["obs"][:3]  # achieved_goal: the object position as the robot reads it
     assert np.abs(seen - true_pose[:3]).max() > 1e-5

@@ -27,7 +27,8 @@ _SENSOR_SLICES = policy_io.SENSOR_SLICES
 _N_SENSE = policy_io.SENSOR_DIM
 _JOINT_POS = _SENSOR_SLICES["joint_pos"]
 _EE_POS = _SENSOR_SLICES["ee_pos"]
-_NO_OBJECT = np.zeros(7)  # object pose slots of a task without an object
+_GRIPPER = _SENSOR_SLICES["gripper_opening"].start
+_ZERO = np.zeros(1)  # the gathers' source of a zero (object slots of a task without an object)
 
 
 def _info_values(info: Any, key: str) -> np.ndarray:
@@ -35,6 +36,35 @@ def _info_values(info: Any, key: str) -> np.ndarray:
     if isinstance(info, Mapping):
         return info[key]
     return np.array([i[key] for i in info], dtype=np.float32)
+
+
+def _sensor_gather(model: mujoco.MjModel, ids: scene.SceneIds) -> tuple[np.ndarray, np.ndarray]:
+    """Two index vectors into ``[qpos | qvel | TCP site position | 0 | sim joint offsets]``
+    whose gathers sum to the sensor vector (policy_io.SENSOR_FIELDS order, robot convention):
+    the first takes the state (the first finger for the gripper opening), the second the
+    joint offsets and the second finger, and the 0 everywhere else."""
+    nq, nv = model.nq, model.nv
+    zero, offsets = nq + nv + 3, nq + nv + 4
+    gather = np.full(_N_SENSE, zero)  # no object: its slots stay 0
+    gather[_JOINT_POS] = np.arange(nq)[ids.arm_qpos]
+    gather[_SENSOR_SLICES["joint_vel"]] = nq + np.arange(nv)[ids.arm_dof]
+    gather[_EE_POS] = nq + nv + np.arange(3)
+    gather[_GRIPPER] = ids.finger_qpos.start
+    if ids.object_body >= 0:
+        obj = _SENSOR_SLICES["object_pos"].start
+        gather[obj : obj + 7] = ids.object_qpos + np.arange(7)
+    add = np.full(_N_SENSE, zero)
+    add[_JOINT_POS] = offsets + np.arange(7)
+    add[_GRIPPER] = ids.finger_qpos.start + 1
+    return gather, add
+
+
+def _view(array: np.ndarray, index: int | slice) -> np.ndarray:
+    """``array[index]``, checked to be a view (the step writes through it)."""
+    out = array[index]
+    if not np.shares_memory(out, array):
+        raise TypeError(f"index {index!r} does not give a view of the MjData array")
+    return out
 
 
 class PandaEnv(gym.Env):
@@ -71,6 +101,16 @@ class PandaEnv(gym.Env):
         spec = self.task_spec
         self.model, self.ids = scene.build_model(spec)
         self.data = mujoco.MjData(self.model)
+        # Views of the MjData arrays the step reads and writes, made once: each attribute access
+        # through the bindings makes a new array object (about 0.2 us, several per step).
+        d, ids = self.data, self.ids
+        self._qpos, self._qvel = d.qpos, d.qvel
+        self._ee_xpos = _view(d.site_xpos, ids.ee_site)
+        self._ctrl_arm = _view(d.ctrl, ids.arm_actuators)
+        self._ctrl_fingers = _view(d.ctrl, ids.finger_actuators)
+        o = ids.object_qpos
+        self._object_pos = _view(d.qpos, slice(o, o + 3)) if ids.object_body >= 0 else None
+        self._dt = float(self.model.opt.timestep)
         self.action_spec = spec.action_spec(action_mode)
         self.layout = spec.layout(self.action_spec.dim)
         self.control_period = scene.CONTROL_PERIOD
@@ -99,8 +139,6 @@ class PandaEnv(gym.Env):
         self.goal = np.zeros(3)
         self._prev_action = np.zeros(self.action_spec.dim)
         self._build_obs = policy_io.ObservationBuilder(self.layout)
-        o = self.ids.object_qpos
-        self._object_qpos = slice(o, o + 7) if self.ids.object_body >= 0 else None
         self._sensor_history: collections.deque[np.ndarray] = collections.deque(maxlen=1)
         self._command_queue: collections.deque = collections.deque(maxlen=1)
         self._observed = np.zeros(_N_SENSE)  # the sensor vector the policy saw last
@@ -112,6 +150,8 @@ class PandaEnv(gym.Env):
         # Geoms of each finger body, as masks over all geoms, for the grasp test.
         finger_bodies = self.ids.arm_bodies[-2:]
         self._finger_geom = [self.model.geom_bodyid == b for b in finger_bodies]
+        self._success_sq = self.distance_threshold**2
+        self._sense_gather, self._sense_add = _sensor_gather(self.model, self.ids)
         # Optional: commands take the ROS bridge's trajectory path (its safety filter with motion
         # limits, a 1 kHz joint_trajectory_controller-like interpolator, Franka's reflex) so an
         # in-process evaluation moves the arm as sim_arm does under policy_bridge.
@@ -204,34 +244,34 @@ class PandaEnv(gym.Env):
                     np.maximum(a + self._action_noise * z[: a.shape[0]], -1.0), 1.0
                 )
         # Targets are computed from the joint positions the policy observed, as on the robot.
-        jac = self._ee_jacobian() if self._ee_mode else None
+        jac = ee_seen = None
+        if self._ee_mode:
+            jac, ee_seen = self._ee_jacobian(), self._observed[_EE_POS]
         self._command_queue.append(
             policy_io.sanitized_action_to_joint_targets(
-                self.action_spec, applied, self._observed[_JOINT_POS], jac, self._observed[_EE_POS]
+                self.action_spec, applied, self._observed[_JOINT_POS], jac, ee_seen
             )
         )
         targets, gripper = self._command_queue[0]  # actuator latency: the oldest command
-        d, ids = self.data, self.ids
-        d.ctrl[ids.arm_actuators] = targets - SIM_JOINT_OFFSETS
+        d, dt = self.data, self._dt
+        np.subtract(targets, SIM_JOINT_OFFSETS, out=self._ctrl_arm)
         if gripper is not None:
-            d.ctrl[ids.finger_actuators] = 0.5 * gripper
-        expected_time = d.time + scene.SUBSTEPS * self.model.opt.timestep
+            self._ctrl_fingers.fill(0.5 * gripper)
+        expected_time = d.time + scene.SUBSTEPS * dt
         path = self._trajectory_path
         if path is None:
             mujoco.mj_step(self.model, d, nstep=scene.SUBSTEPS)
         else:
             path.command(targets, self._observed[_JOINT_POS], d.time)
-            dt = self.model.opt.timestep
             for k in range(1, scene.SUBSTEPS + 1):
-                d.ctrl[ids.arm_actuators] = (
-                    path.position(expected_time - dt * (scene.SUBSTEPS - k)) - SIM_JOINT_OFFSETS
-                )
+                target = path.position(expected_time - dt * (scene.SUBSTEPS - k))
+                np.subtract(target, SIM_JOINT_OFFSETS, out=self._ctrl_arm)
                 mujoco.mj_step(self.model, d)
         # MuJoCo answers a diverging state (NaN, inf or huge qpos/qvel/qacc) by resetting the
         # whole state to the model's defaults and stepping on: time jumps back. The rest of
         # such an episode would be the arm snapping to its zero pose, so the episode ends
         # here (truncated: not the policy's terminal state) and says why.
-        unstable = d.time < expected_time - 0.5 * self.model.opt.timestep
+        unstable = d.time < expected_time - 0.5 * dt
         # mj_step leaves body positions at the start of the last substep; refresh them so the
         # observation and reward see the state the physics reached (Gymnasium #821).
         mujoco.mj_kinematics(self.model, d)
@@ -245,10 +285,11 @@ class PandaEnv(gym.Env):
         grasped = np.float32(self.is_grasped()) if self.dense_uses_grasp else None
         if self.reward_type == "sparse":
             diff = ach - des
-            terms = {"goal_reached": -1.0 if diff @ diff > self._threshold_sq else 0.0}
+            reward = -1.0 if diff.dot(diff) > self._threshold_sq else 0.0
+            terms = {"goal_reached": reward}
         else:
             terms = {k: float(v) for k, v in self._dense_terms(ach, des, ee, grasped).items()}
-        reward = sum(terms.values())
+            reward = sum(terms.values())
         info = {
             "is_success": 1.0 if self._is_success() else 0.0,
             "reward_terms": terms,
@@ -327,17 +368,12 @@ class PandaEnv(gym.Env):
     def _measure(self, noise: np.ndarray | None = None) -> np.ndarray:
         """What the robot's sensors read now (policy_io.SENSOR_FIELDS order): the true state plus
         per-step noise and this episode's bias."""
-        d, ids = self.data, self.ids
-        qpos = d.qpos
-        v = np.concatenate(
-            (
-                qpos[ids.arm_qpos] + SIM_JOINT_OFFSETS,
-                d.qvel[ids.arm_dof],
-                d.site_xpos[ids.ee_site],
-                (qpos[ids.finger_qpos.start] + qpos[ids.finger_qpos.start + 1],),
-                qpos[self._object_qpos] if self._object_qpos is not None else _NO_OBJECT,
-            )
-        )
+        # Two gathers from [qpos | qvel | TCP position | 0 | joint offsets] (_sensor_gather):
+        # the state, plus the robot convention's joint offsets and the second finger (the
+        # gripper opening is the sum of the fingers' positions).
+        src = np.concatenate((self._qpos, self._qvel, self._ee_xpos, _ZERO, SIM_JOINT_OFFSETS))
+        v = src.take(self._sense_gather)
+        v += src.take(self._sense_add)
         if self._noise_vec is not None:
             if noise is None:
                 noise = self._rng.standard_normal(_N_SENSE)
@@ -398,7 +434,7 @@ class PandaEnv(gym.Env):
 
     def _is_success(self) -> bool:
         diff = self._achieved_true() - self.goal
-        return bool(diff @ diff < self.distance_threshold**2)
+        return bool(diff.dot(diff) < self._success_sq)
 
     # ----------------------------------------------------------------- helpers for tasks
     @property

@@ -89,8 +89,7 @@ class PandaLiftEnv(PandaEnv):
         self._held_steps = 0
 
     def _achieved_true(self) -> np.ndarray:
-        o = self.ids.object_qpos
-        return self.data.qpos[o : o + 3]
+        return self._object_pos
 
     def _after_physics(self) -> None:
         lifted = super()._is_success()  # the true cube within the threshold of the goal

@@ -105,8 +105,7 @@ class PandaPushEnv(PandaEnv):
         self.goal = np.asarray(goal, float)
 
     def _achieved_true(self) -> np.ndarray:
-        o = self.ids.object_qpos
-        return self.data.qpos[o : o + 3]
+        return self._object_pos
 
     def _dense_terms(
         self,

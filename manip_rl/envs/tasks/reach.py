@@ -72,7 +72,7 @@ class PandaReachEnv(PandaEnv):
         )
 
     def _achieved_true(self) -> np.ndarray:
-        return self.data.site_xpos[self.ids.ee_site]
+        return self._ee_xpos
 
 
 class ScriptedReach:
