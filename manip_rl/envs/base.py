@@ -28,6 +28,8 @@ _N_SENSE = policy_io.SENSOR_DIM
 _JOINT_POS = _SENSOR_SLICES["joint_pos"]
 _EE_POS = _SENSOR_SLICES["ee_pos"]
 _GRIPPER = _SENSOR_SLICES["gripper_opening"].start
+# 0-d arrays as numpy operands: a Python float costs a conversion in every call.
+_MINUS_ONE, _ONE = np.array(-1.0), np.array(1.0)
 _ZERO = np.zeros(1)  # the gathers' source of a zero (object slots of a task without an object)
 
 
@@ -191,6 +193,7 @@ class PandaEnv(gym.Env):
             for key, bias in self.randomization_sample.observation_bias.items():
                 self._bias_vec[_SENSOR_SLICES[key]] = bias
             self._action_noise = cfg.action_noise
+            self._action_noise_array = np.array(cfg.action_noise)  # see _MINUS_ONE
             obs_latency = self.randomization_sample.observation_latency
             act_latency = self.randomization_sample.action_latency
             info["randomization"] = self.randomization_sample.to_info()
@@ -240,9 +243,10 @@ class PandaEnv(gym.Env):
             z = self._rng.standard_normal(a.shape[0] + _N_SENSE)
             sensor_noise = z[a.shape[0] :]
             if self._action_noise > 0:
-                applied = np.minimum(
-                    np.maximum(a + self._action_noise * z[: a.shape[0]], -1.0), 1.0
-                )
+                noisy = z[: a.shape[0]]
+                noisy *= self._action_noise_array
+                noisy += a
+                applied = np.minimum(np.maximum(noisy, _MINUS_ONE), _ONE)
         # Targets are computed from the joint positions the policy observed, as on the robot.
         jac = ee_seen = None
         if self._ee_mode:
