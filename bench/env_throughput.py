@@ -105,6 +105,46 @@ def raw_rate(env_id: str, seconds: float, seed: int = 0) -> tuple[float, int]:
             return n / elapsed, substeps
 
 
+def floor_rate(env_id: str, seconds: float, seed: int = 0) -> float:
+    """Env steps/s through gym.make (same wrappers, same resets) of a step that does only what
+    any env step must: write the controls (the raw replay's), step the physics, refresh the
+    kinematics, and return (the reset's observation). The most a Python env step reaches here;
+    the gap between it and the env is the env's own per-step work."""
+    env = make(env_id, None)
+    base = env.unwrapped
+    model, data = base.model, base.data
+    substeps = _substeps(base)
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    controls = []
+    for _ in range(env.spec.max_episode_steps):
+        env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+        controls.append(data.ctrl.copy())
+    k = [0]
+
+    def physics_only(action):
+        data.ctrl[:] = controls[k[0] % len(controls)]
+        k[0] += 1
+        mujoco.mj_step(model, data, nstep=substeps)
+        mujoco.mj_kinematics(model, data)
+        return obs, 0.0, False, False, {}
+
+    base.step = physics_only  # the wrappers call it through the instance
+    action = np.zeros(env.action_space.shape, np.float32)
+    env.reset(seed=seed)
+    n, start = 0, time.perf_counter()
+    while True:
+        for _ in range(256):
+            _, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                env.reset()
+        n += 256
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            env.close()
+            return n / elapsed
+
+
 def _substeps(base: gym.Env) -> int:
     if hasattr(base, "n_substeps"):  # gymnasium-robotics
         return int(base.n_substeps)
@@ -204,13 +244,14 @@ def main() -> None:
         f"gymnasium-robotics {v['gymnasium_robotics']}"
     )
 
-    keys = ("fetch", "off", "on", "raw_ours", "raw_fetch", "two_on", "two_fetch")
+    keys = ("fetch", "off", "on", "raw_ours", "floor", "raw_fetch", "two_on", "two_fetch")
     rows: dict[str, list[float]] = {k: [] for k in keys}
     for r in range(args.repeats):  # interleaved, so drifting machine load hits all alike
         rows["fetch"].append(peer.env_rate(args.seconds, r))
         rows["off"].append(env_rate(ours, None, args.seconds, r))
         rows["on"].append(env_rate(ours, "default", args.seconds, r))
         rows["raw_ours"].append(raw_rate(ours, args.seconds, r)[0])
+        rows["floor"].append(floor_rate(ours, args.seconds, r))
         rows["raw_fetch"].append(peer.raw_rate(args.seconds, r)[0])
         rows["two_on"].append(two_process_rate(ours, "default", args.seconds))
         rows["two_fetch"].append(peer.two_process_rate(args.seconds))
@@ -230,6 +271,7 @@ def main() -> None:
         f"{ours + ' raw mj_step / ' + str(sub_ours):44s}{med['raw_ours']:12.0f}  "
         f"({med['raw_ours'] * sub_ours:,.0f} mj_step/s)"
     )
+    print(f"{ours + ' physics-only step (the floor)':44s}{med['floor']:12.0f}")
     print(f"{ours + ' env, randomization off':44s}{med['off']:12.0f}")
     print(f"{ours + ' env, randomization on':44s}{med['on']:12.0f}")
     print(f"{ours + ' env, randomization on, 2 processes':44s}{two_on:12.0f}")
@@ -257,6 +299,8 @@ def main() -> None:
         "randomization_cost": "randomization cost",
         "two_process": "2 processes / 1 process",
     }
+    floor = paired("floor", "raw_ours")
+    print(f"  {'physics-only step / raw physics bound (no target)':46s} {floor:7.2f}x")
     for key, value in ratios.items():
         target = TARGETS[key]
         ok = value <= target if key == "randomization_cost" else value >= target
