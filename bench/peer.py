@@ -1,9 +1,12 @@
-"""The FetchPush-v4 benchmark peer's own environment: a virtualenv in ``bench/.peer-venv`` with the
-MuJoCo that gymnasium-robotics 1.4.2's Fetch envs need (they break on mujoco >= 3.12, which
-manip_rl has moved past). Made on first use, reused afterwards; remade if the pins change."""
+"""The Fetch benchmark peers' own environment: a virtualenv in ``bench/.peer-venv`` with the MuJoCo
+that gymnasium-robotics 1.4.2's Fetch envs need (they break on mujoco >= 3.12, which manip_rl
+has moved past). FetchPush-v4 (bench/env_throughput.py) and SB3 PPO on FetchReachDense-v4
+(bench/train_throughput.py) run there. Made on first use, reused afterwards; remade if the pins
+change."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -14,12 +17,15 @@ import gymnasium as gym
 import numpy as np
 
 PEER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".peer-venv")
-# Gymnasium and NumPy as in the product's environment, so the env API's overhead is the same.
+# Gymnasium, NumPy, SB3 and torch as in the product's environment, so the env API's and the
+# learner's overheads are the same (torch 2.13.0: the CPU wheel these machines hold).
 PEER_PINS = (
     "mujoco==3.11.0",
     "gymnasium-robotics==1.4.2",
     f"gymnasium=={gym.__version__}",
     f"numpy=={np.__version__}",
+    f"stable-baselines3=={importlib.metadata.version('stable-baselines3')}",
+    f"torch=={importlib.metadata.version('torch').split('+')[0]}",
 )
 _STAMP = os.path.join(PEER_DIR, "manip_rl-peer-pins.txt")
 

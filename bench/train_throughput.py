@@ -1,5 +1,7 @@
 """PPO training throughput (env steps/s, collection + updates) on PandaPush, against SB3 PPO on
-gymnasium-robotics FetchReachDense-v4 (4 envs, one process), measured in one run.
+gymnasium-robotics FetchReachDense-v4 (4 envs, one process), measured in one run. The peer runs
+in ``bench/.peer-venv`` (bench/peer.py: its Fetch envs need mujoco < 3.12), with the product's
+SB3, torch, Gymnasium and NumPy versions.
 
 Each configuration trains for a fixed number of steps after a warm-up rollout (process start-up
 and imports excluded); figures are the median of interleaved repeats because the machine is
@@ -14,7 +16,9 @@ vector env: ``chunked`` (the default: one worker process per CPU, several envs e
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import sys
 import time
 import warnings
 
@@ -54,7 +58,15 @@ def manip_rl_rate(steps: int, n_envs: int, vec_env: str, update_threads="auto") 
 
 
 def fetch_rate(steps: int) -> float:
-    """SB3 PPO defaults on FetchReachDense-v4, 4 envs in one process (the issue's reference)."""
+    """SB3 PPO defaults on FetchReachDense-v4, 4 envs in one process (the issue's reference),
+    measured in the peer environment."""
+    from peer import peer_measure  # bench/peer.py, beside this script
+
+    return float(peer_measure(__file__, str(steps)))
+
+
+def _fetch_rate_here(steps: int) -> float:
+    """fetch_rate's body, run inside the peer environment."""
     import gymnasium as gym
     import torch
     from stable_baselines3 import PPO
@@ -75,10 +87,16 @@ def fetch_rate(steps: int) -> float:
 
 
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--peer":
+        print(json.dumps(_fetch_rate_here(int(sys.argv[2]))))
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=20000, help="timed steps per measurement")
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
+    from peer import peer_python
+
+    peer_python()  # made now (first run: a few minutes), not inside a measurement
     configs = {
         "PandaPush PPO, 8 envs chunked, 2 workers (shipped config)": lambda: manip_rl_rate(
             args.steps, 8, "chunked"
