@@ -28,8 +28,10 @@ from manip_rl.policies.run_logs import truncate_logs as _truncate_logs
 
 # ------------------------------------------------------------------------------------ CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from manip_rl.envs import registry
+
     p.add_argument("--task", default="PandaPush",
-                   help="PandaReach | PandaPush | PandaPickPlace, or a full env id such as "
+                   help=f"{' | '.join(registry.names())}, or a full env id such as "
                         "manip_rl/PandaPush-v0 (default PandaPush)")  # fmt: skip
     p.add_argument("--algo", default="ppo", choices=ALGORITHMS, help="algorithm (default ppo)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its latest checkpoint")
