@@ -65,10 +65,13 @@ class OperatorConfig:
             )
         object.__setattr__(self, "workspace_min", lo)
         object.__setattr__(self, "workspace_max", hi)
+        # Read in every control step: decided once (the config is frozen).
+        object.__setattr__(self, "_has_box", bool(np.isfinite(lo).any() or np.isfinite(hi).any()))
 
     @property
     def has_box(self) -> bool:
-        return bool(np.isfinite(self.workspace_min).any() or np.isfinite(self.workspace_max).any())
+        """Whether any side of the workspace box is finite (the check runs at all)."""
+        return self._has_box
 
 
 def heartbeat_required(mode: str, robot_name: str) -> bool:
@@ -152,7 +155,19 @@ def snapshot(safety_filter: Any) -> dict:
     that was not sent. A copy of the object's attributes: it covers whatever state the filter
     keeps (last command, velocities, ramp count)."""
     state = vars(safety_filter)
-    return {k: copy.deepcopy(v) for k, v in state.items() if k != "config"}
+    # Numbers, strings, None and frozen configurations are kept as they are (never mutated);
+    # arrays are copied; anything else (the motion limiter's plan) is deep-copied.
+    return {k: _copied(v) for k, v in state.items() if k != "config"}
+
+
+def _copied(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if dataclasses.is_dataclass(value) and type(value).__dataclass_params__.frozen:
+        return value
+    return copy.deepcopy(value)
 
 
 def restore(safety_filter: Any, state: dict) -> None:
