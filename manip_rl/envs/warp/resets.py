@@ -14,7 +14,7 @@ with 100-step episodes about 1% of the worlds reset per step.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ class ResetBatch:
     """What resetting ``len(worlds)`` worlds produced, stacked by world (numpy, float64)."""
 
     state: dict[str, np.ndarray]  # STATE_FIELDS
-    fields: dict[str, np.ndarray]  # RANDOMIZED_FIELDS and gravity (empty when not randomized)
+    fields: dict[str, np.ndarray]  # RANDOMIZED_FIELDS and gravity, as the host model holds them
     goal: np.ndarray  # (k, 3)
     sensors: np.ndarray  # (k, SENSOR_DIM): the first reading, noise and bias included
     hold_targets: np.ndarray  # (k, 7): the arm command held during the actuator latency
@@ -48,9 +48,14 @@ class HostResets:
     """One CPU env of the task (built with the batched env's arguments) that resets worlds, and
     the random generator of each world."""
 
-    def __init__(self, env: PandaEnv, nworld: int) -> None:
+    def __init__(
+        self, env: PandaEnv, nworld: int, before_reset: Callable[[int, PandaEnv], None] | None
+    ) -> None:
         self.env = env
         self.rngs: list[np.random.Generator | None] = [None] * int(nworld)
+        # Called with (world, host env) before each world's reset: ADR sets the episode's
+        # ranges there (manip_rl.policies.train_warp), as AdrWrapper does before a CPU reset.
+        self.before_reset = before_reset
 
     def reset(
         self,
@@ -67,6 +72,8 @@ class HostResets:
                 if self.rngs[world] is None:
                     self.rngs[world], _ = seeding.np_random(None)
                 env._np_random = self.rngs[world]  # reset(seed=None) keeps the generator
+            if self.before_reset is not None:
+                self.before_reset(world, env)
             _, info = env.reset(seed=None if seed is None else int(seed), options=options)
             self.rngs[world] = env.np_random
             rows.append(self._capture(info))
@@ -100,10 +107,10 @@ class HostResets:
         env = self.env
         m, d, ids = env.model, env.data, env.ids
         randomized = env._randomizer is not None
-        fields = {}
-        if randomized:
-            fields = {name: getattr(m, name).copy() for name in RANDOMIZED_FIELDS}
-            fields["gravity"] = m.opt.gravity.copy()
+        # Always taken (a few small arrays): the worlds may carry their own fields while this
+        # episode draws none (ADR starting from nominal).
+        fields = {name: getattr(m, name).copy() for name in RANDOMIZED_FIELDS}
+        fields["gravity"] = m.opt.gravity.copy()
         sample = env.randomization_sample if randomized else None
         n = policy_io.SENSOR_DIM
         return {

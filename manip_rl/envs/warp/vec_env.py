@@ -16,7 +16,7 @@ or arrays.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -48,7 +48,9 @@ class WarpVecEnv(gym.vector.VectorEnv):
     registration's time limit) and ``noise``: ``"torch"`` draws the per-step sensor and action
     noise on the device (fast); ``"numpy"`` draws it from each world's own generator exactly as
     the CPU env does, on the host, so a world reproduces a CPU env step for step (the parity
-    tests use it).
+    tests use it). ``before_reset(world, host_env)`` runs before each world's reset (ADR sets
+    the episode's ranges there); ``batch_randomization=True`` gives the worlds their own model
+    fields even when the env starts without randomization (ADR grows it from none).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
@@ -61,6 +63,8 @@ class WarpVecEnv(gym.vector.VectorEnv):
         max_episode_steps: int | None = None,
         noise: str = "torch",
         seed: int | None = None,
+        before_reset: Callable[[int, PandaEnv], None] | None = None,
+        batch_randomization: bool | None = None,
         **env_kwargs: Any,
     ) -> None:
         if noise not in NOISE_SOURCES:
@@ -78,8 +82,10 @@ class WarpVecEnv(gym.vector.VectorEnv):
         self.reward_type = host.reward_type
         self.action_spec, self.layout = host.action_spec, host.layout
         self.control_period = host.control_period
-        self._resets = HostResets(host, n)
-        self._randomized = host._randomizer is not None
+        self._resets = HostResets(host, n, before_reset)
+        self._randomized = (
+            host._randomizer is not None if batch_randomization is None else batch_randomization
+        )
         self.scene = BatchedScene(spec, n, device, randomized=self._randomized)
         self.single_observation_space = host.observation_space
         self.single_action_space = host.action_space
