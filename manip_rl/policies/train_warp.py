@@ -16,6 +16,8 @@ ADR (``--dr adr``) draws each world's episode ranges in the CPU env that resets 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
 import time
@@ -305,7 +307,8 @@ def train_warp(
     obs = renv.reset(seed)
     obs = renv.get_observations(update=True)  # VecNormalize counts the reset observations too
     rcfg = rsl_config(cfg, n)
-    alg = PPO.construct_algorithm(obs, renv, rcfg, str(env.device))
+    with contextlib.redirect_stdout(io.StringIO()):  # rsl_rl prints the model summaries
+        alg = PPO.construct_algorithm(obs, renv, rcfg, str(env.device))
     mirror = SB3Mirror(cfg, seed)
     logger = configure(os.path.join(path, rundir.LOG_DIR), ["tensorboard"])
     logger.output_formats.append(ResumableCSV(os.path.join(path, rundir.LOG_DIR, "progress.csv")))
@@ -339,6 +342,7 @@ def train_warp(
             break
     cb.finish()
     env.close()
+    return {"actor": alg.actor, "normalizer": norm, "sb3": mirror, "steps": steps}
 
 
 def _log(logger, renv: RslEnv, losses: dict, steps: int, per_it: int, collect_s: float,
