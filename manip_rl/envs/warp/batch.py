@@ -10,6 +10,7 @@ values is a torch assignment into a view made by ``wp.to_torch``: no copy, no re
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import mujoco
@@ -102,7 +103,7 @@ class BatchedScene:
         self._contact_dist = t(dd.contact.dist)
         self._contact_margin = t(dd.contact.includemargin)
         self._nacon = t(dd.nacon)
-        self._graph = None  # a CUDA graph of one control step's physics, made on first use
+        self._graph = None  # a CUDA graph of one control step's physics (GPU), made on first use
 
     # ------------------------------------------------------------------ writing worlds
     def write_fields(self, worlds: torch.Tensor, fields: dict[str, np.ndarray]) -> None:
@@ -127,31 +128,34 @@ class BatchedScene:
         """``substeps`` physics steps of every world, then the kinematics of the reached state
         (``mj_step`` leaves body positions at the start of its last substep; the CPU env calls
         ``mj_kinematics`` after it for the same reason, Gymnasium #821)."""
-        with wp.ScopedDevice(self.device):
-            if self.torch_device.type == "cuda":
-                self._step_cuda(substeps)
+        with wp.ScopedDevice(self.device), self._stream():
+            if self._graph is not None:
+                wp.capture_launch(self._graph)
                 return
             for _ in range(substeps):
                 mjw.step(self.model, self.data)
             mjw.kinematics(self.model, self.data)
-
-    def _step_cuda(self, substeps: int) -> None:
-        # On a GPU the many small kernels of a step are launched as one captured CUDA graph
-        # (as mjlab does); untested here, where no GPU is lent (docs/warp.md).
-        stream = wp.stream_from_torch(torch.cuda.current_stream(self.torch_device))
-        with wp.ScopedStream(stream):
-            if self._graph is None:
+            if self.torch_device.type == "cuda":
+                # On a GPU the many small kernels of a control step are launched as one CUDA
+                # graph (as mjlab does), captured after this first, uncaptured step has loaded
+                # every kernel. Untested here, where no GPU is lent (docs/warp.md).
                 with wp.ScopedCapture() as capture:
                     for _ in range(substeps):
                         mjw.step(self.model, self.data)
                     mjw.kinematics(self.model, self.data)
                 self._graph = capture.graph
-            wp.capture_launch(self._graph)
 
     def kinematics(self) -> None:
         """Positions, axes and sites of every world from its qpos (after writing states)."""
-        with wp.ScopedDevice(self.device):
+        with wp.ScopedDevice(self.device), self._stream():
             mjw.kinematics(self.model, self.data)
+
+    def _stream(self) -> contextlib.AbstractContextManager:
+        """On a GPU, Warp runs on torch's current stream, so the torch writes into the views
+        (controls, reset states) and the physics are ordered."""
+        if self.torch_device.type != "cuda":
+            return contextlib.nullcontext()
+        return wp.ScopedStream(wp.stream_from_torch(torch.cuda.current_stream(self.torch_device)))
 
     # ------------------------------------------------------------------ contacts
     def contact_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
