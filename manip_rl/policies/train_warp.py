@@ -20,6 +20,8 @@ import contextlib
 import io
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -322,27 +324,53 @@ def train_warp(
     per_iteration = n * rcfg["num_steps_per_env"]
     iterations = max(1, math.ceil(cfg["total_timesteps"] / per_iteration))
     t_start = time.monotonic()
-    for it in range(iterations):
-        t0 = time.monotonic()
-        with torch.inference_mode():
-            for _ in range(rcfg["num_steps_per_env"]):
-                obs, reward, dones, extras = renv.step(alg.act(obs))
-                alg.process_env_step(obs, reward, dones, extras)
-            alg.compute_returns(obs)
-        collect_s = time.monotonic() - t0
-        losses = alg.update()
-        steps = (it + 1) * per_iteration
-        mirror.model.num_timesteps = steps
-        mirror.sync(alg.actor, alg.critic, norm)
-        _log(logger, renv, losses, steps, per_iteration, collect_s, time.monotonic() - t0, t_start)
-        if adr is not None:
-            adr._on_rollout_end()
-        cb._on_rollout_start()  # evaluation, checkpoint and the time limit, as under SB3
-        if cb.out_of_time:
-            break
+    steps = 0
+    # SIGTERM (a scheduler's stop) ends training like Ctrl-C: with a checkpoint, as under SB3.
+    in_main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
+    try:
+        for it in range(iterations):
+            t0 = time.monotonic()
+            with torch.inference_mode():
+                for _ in range(rcfg["num_steps_per_env"]):
+                    obs, reward, dones, extras = renv.step(alg.act(obs))
+                    alg.process_env_step(obs, reward, dones, extras)
+                alg.compute_returns(obs)
+            collect_s = time.monotonic() - t0
+            losses = alg.update()
+            steps = (it + 1) * per_iteration
+            mirror.model.num_timesteps = steps
+            mirror.sync(alg.actor, alg.critic, norm)
+            _log(
+                logger,
+                renv,
+                losses,
+                steps,
+                per_iteration,
+                collect_s,
+                time.monotonic() - t0,
+                t_start,
+            )
+            if adr is not None:
+                adr._on_rollout_end()
+            cb._on_rollout_start()  # evaluation, checkpoint and the time limit, as under SB3
+            if cb.out_of_time:
+                break
+    except KeyboardInterrupt:
+        cb.save_checkpoint()
+        env.close()
+        print(f"\ninterrupted at {mirror.model.num_timesteps} steps (a warp run cannot resume)")
+        raise SystemExit(130) from None
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, old)
     cb.finish()
     env.close()
     return {"actor": alg.actor, "normalizer": norm, "sb3": mirror, "steps": steps}
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _log(logger, renv: RslEnv, losses: dict, steps: int, per_it: int, collect_s: float,
