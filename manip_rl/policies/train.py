@@ -81,7 +81,12 @@ def resolve_config(args: argparse.Namespace) -> dict:
     cfg = cfgmod.apply_overrides(cfg, args.overrides)
     # Checked in full, before any run directory exists; the randomization is resolved to its
     # ranges (the run records the ranges themselves).
-    return cfgmod.validate(cfg)
+    cfg = cfgmod.validate(cfg)
+    if cfg["backend"] == "warp":  # what the batched backend trains (ppo, an MLP), checked too
+        from manip_rl.policies.train_warp import check_config
+
+        check_config(cfg)
+    return cfg
 
 
 def run(args: argparse.Namespace) -> int:
