@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything manip_rl needs on a fresh Debian machine with Python 3.11: the system
 # library for offscreen rendering, a virtual environment in .venv, and the project with its
-# ROS 2, ONNX, Ray and development extras. Safe to run again; it only installs what is missing.
+# ROS 2, ONNX, Ray, Warp and development extras. Safe to run again; it only installs what is missing.
 #
 # ROS 2 is Jazzy (the distro franka_ros2 runs on) unless `--ros kilted` (or MANIP_RL_ROS=kilted)
 # asks for Kilted. A venv holding the other distro's wheels is switched: its ros-* packages are
@@ -38,7 +38,7 @@ if [ -n "$installed" ] && [ "${installed%%.*}" != "$RCLPY_MAJOR" ]; then
     .venv/bin/python -m pip freeze | sed -n 's/^\(ros-[A-Za-z0-9_.-]*\)==.*/\1/p' \
         | xargs -r .venv/bin/python -m pip uninstall -q -y
 fi
-.venv/bin/python -m pip install -q -e ".[$ROS_EXTRA,onnx,ray,dev]"
+.venv/bin/python -m pip install -q -e ".[$ROS_EXTRA,onnx,ray,warp,dev]"
 # Upgrading a venv from the monolithic mujoco 3.x to 4.x (mujoco + mujoco-core) leaves the new
 # bindings half-removed by the old package's uninstall; reinstalling the three repairs it.
 if ! .venv/bin/python -c "import mujoco" 2>/dev/null; then

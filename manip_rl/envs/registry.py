@@ -78,8 +78,12 @@ def env_ids() -> list[str]:
 
 
 def register_envs() -> None:
-    """Register both ids of every task with Gymnasium (idempotent)."""
+    """Register both ids of every task with Gymnasium (idempotent). The vector entry point is
+    the batched backend (``gym.make_vec(..., vectorization_mode="vector_entry_point",
+    backend="warp")``, :mod:`manip_rl.envs.warp`, imported only when used)."""
     import gymnasium as gym
+
+    from manip_rl.envs.warp import make_vec
 
     for spec in tasks().values():
         for env_id, reward_type in zip(spec.env_ids, ("sparse", "dense"), strict=True):
@@ -88,6 +92,7 @@ def register_envs() -> None:
             gym.register(
                 id=env_id,
                 entry_point=spec.entry_point,
+                vector_entry_point=functools.partial(make_vec, task=spec.name),
                 max_episode_steps=spec.episode_steps,
                 kwargs={"reward_type": reward_type},
             )

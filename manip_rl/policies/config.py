@@ -15,6 +15,7 @@ from manip_rl.envs import registry
 from manip_rl.policies.algorithms import ALGORITHMS
 from manip_rl.policies.train_config import (  # noqa: F401  (re-exported: the public names)
     ACTIVATIONS,
+    BACKENDS,
     TASKS,
     TOP_KEYS,
     VEC_ENVS,

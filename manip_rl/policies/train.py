@@ -44,7 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-minutes", type=float,
                    help="wall-clock budget (max_minutes): stop with a last evaluation and "
                         "checkpoint once the run has trained this long, resumed time included")  # fmt: skip
-    p.add_argument("--n-envs", type=int, help="parallel environments (n_envs)")
+    p.add_argument("--n-envs", "--num-envs", dest="n_envs", type=int,
+                   help="parallel environments (n_envs); with --backend warp, the worlds")  # fmt: skip
+    p.add_argument("--backend", choices=cfgmod.BACKENDS,
+                   help="cpu: SB3 over CPU envs (default); warp: batched MuJoCo Warp worlds on "
+                        "--device, rsl_rl's PPO (docs/warp.md)")  # fmt: skip
+    p.add_argument("--device", help="torch (and, for --backend warp, Warp) device: cpu | cuda")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--randomization", help="default | none | a YAML path")
     p.add_argument("--dr", metavar="adr|YAML",
@@ -71,12 +76,19 @@ def resolve_config(args: argparse.Namespace) -> dict:
         "seed": args.seed,
         "randomization": args.randomization,
         "vec_env": args.vec_env,
+        "backend": getattr(args, "backend", None),
+        "device": getattr(args, "device", None),
     }
     cfg.update({k: v for k, v in shortcuts.items() if v is not None})
     cfg = cfgmod.apply_overrides(cfg, args.overrides)
     # Checked in full, before any run directory exists; the randomization is resolved to its
     # ranges (the run records the ranges themselves).
-    return cfgmod.validate(cfg)
+    cfg = cfgmod.validate(cfg)
+    if cfg["backend"] == "warp":  # what the batched backend trains (ppo, an MLP), checked too
+        from manip_rl.policies.train_warp import check_config
+
+        check_config(cfg)
+    return cfg
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,6 +167,7 @@ def resume(path: str, args: argparse.Namespace) -> int:
     fixed = {
         "--set": args.overrides, "--config": args.config, "--n-envs": args.n_envs,
         "--seed": args.seed, "--randomization": args.randomization, "--vec-env": args.vec_env,
+        "--backend": getattr(args, "backend", None), "--device": getattr(args, "device", None),
         "--dr": getattr(args, "dr", None),  # an ADR run resumes as one (RUN/adr/settings.json)
     }  # fmt: skip
     given = [flag for flag, v in fixed.items() if v]
@@ -226,6 +239,10 @@ def train(
     from the checkpoint ``resume_from`` (``latest.json``'s entry). ``cfg`` is checked first.
     ``extra_callbacks``: SB3 callbacks run after the run's own (a sweep reports through one)."""
     cfg = cfgmod.validate(cfg)
+    if cfg["backend"] == "warp":
+        from manip_rl.policies.train_warp import train_warp
+
+        return train_warp(path, cfg, progress=progress, resume_from=resume_from)
     import torch
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import VecNormalize

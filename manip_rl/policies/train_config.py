@@ -29,6 +29,8 @@ ACTIVATIONS: Final = ("tanh", "relu", "elu")
 # subproc: SB3's SubprocVecEnv, one process per env; dummy: all envs in the training process;
 # ray: groups of envs in Ray actors on any node of a cluster (manip_rl.distributed.ray_vec_env).
 VEC_ENVS: Final = ("chunked", "subproc", "dummy", "ray")
+# cpu: SB3 over CPU MuJoCo envs; warp: batched MuJoCo Warp worlds, rsl_rl's PPO (docs/warp.md).
+BACKENDS: Final = ("cpu", "warp")
 RANDOMIZATION_PRESETS: Final = ("default", "none")
 
 
@@ -85,6 +87,10 @@ class TrainConfig:
     vec_env: str = "subproc"
     """chunked (a worker process per CPU), subproc (a process per env), dummy (in-process) or
     ray (Ray actors on a cluster: RAY_ADDRESS, else an embedded local Ray)."""
+    backend: str = "cpu"
+    """cpu: SB3 over CPU MuJoCo envs (vec_env says how); warp: n_envs batched MuJoCo Warp worlds
+    on ``device`` (cpu: Warp's CPU device, cuda), trained by rsl_rl's PPO (ppo only;
+    docs/warp.md)."""
     n_workers: int | None = None
     """chunked: worker processes; ray: actors (None: one per CPU, of the cluster for ray)."""
     policy: str = "MlpPolicy"
@@ -312,6 +318,7 @@ def check(cfg: Mapping) -> dict:
         out[key] = _as_int(key, out[key], 1)
     out["seed"] = _as_int("seed", out.get("seed", 0), 0)
     out["vec_env"] = _as_choice("vec_env", out.get("vec_env", "subproc"), VEC_ENVS)
+    out["backend"] = _as_choice("backend", out.get("backend", "cpu"), BACKENDS)
     if out.get("n_workers") is not None:
         out["n_workers"] = _as_int("n_workers", out["n_workers"], 1)
     out["action_mode"] = _as_choice("action_mode", out.get("action_mode", "joint_delta"),
