@@ -60,7 +60,7 @@ def _load(name: str):
             ) from e
         raise SystemExit(
             f"manip-rl {name}: a dependency is missing ({e.name}); install the project with "
-            f"`pip install -e .[ros,onnx,ray]` (see README)"
+            f"`pip install -e .[ros,onnx,ray,warp]` (see README)"
         ) from e
 
 

@@ -367,3 +367,22 @@ def test_a_diverging_physics_state_ends_the_episode_and_says_so():
     assert truncated and not terminated
     assert info["physics_unstable"] is True and info["is_success"] == 0.0
     env.close()
+
+
+def test_make_vec_without_a_backend_gives_the_cpu_env_in_a_sync_vector_env():
+    """Every id has a vector entry point (the batched backend); Gymnasium then picks it for a
+    plain ``gym.make_vec(ID, num_envs=N)``, which must stay the CPU env, with its kwargs."""
+    from manip_rl.envs.tasks.push import PandaPushEnv
+
+    envs = gym.make_vec("manip_rl/PandaPushDense-v0", num_envs=2, randomization=None)
+    assert isinstance(envs, gym.vector.SyncVectorEnv)  # not Warp worlds: no kernels compiled
+    base = envs.envs[0].unwrapped
+    assert type(base) is PandaPushEnv
+    assert base.reward_type == "dense" and base.randomization_config is None
+    assert envs.envs[0].spec.max_episode_steps == registry.get("PandaPush").episode_steps
+    obs, _ = envs.reset(seed=3)
+    _, reward, *_ = envs.step(np.zeros((2, 8), np.float32))
+    assert reward.shape == (2,) and np.all(reward != np.round(reward))  # dense: not 0 / -1
+    envs.close()
+    with pytest.raises(ValueError, match=r"device='cuda' applies to backend='warp'"):
+        gym.make_vec("manip_rl/PandaPush-v0", num_envs=2, device="cuda")

@@ -39,17 +39,35 @@ def check_device(device: str) -> str:
     return device
 
 
-def make_vec(num_envs: int, task: str, backend: str = "warp", device: str = "cpu", **kwargs: Any):
+def make_vec(
+    num_envs: int, task: str, backend: str = "cpu", device: str | None = None, **kwargs: Any
+):
     """The vector entry point of every manip_rl id (``gym.make_vec(..., backend=, device=)``).
 
-    ``backend``: ``"warp"``; ``device``: see :func:`check_device`; other keyword arguments are
-    the CPU env's and :class:`~manip_rl.envs.warp.vec_env.WarpVecEnv`'s.
+    ``backend``: ``"warp"`` for the batched worlds; ``"cpu"`` (the default: what
+    ``gym.make_vec(ID, num_envs=N)`` gives, Gymnasium choosing this entry point whenever an id
+    has one) is a ``SyncVectorEnv`` of the CPU env, as before the batched backend existed.
+    ``device``: see :func:`check_device` (warp only, default ``"cpu"``); other keyword arguments
+    are the CPU env's and :class:`~manip_rl.envs.warp.vec_env.WarpVecEnv`'s.
     """
+    if backend == "cpu":
+        if device is not None:
+            raise ValueError(
+                f"device={device!r} applies to backend='warp'; the CPU env runs on the CPU"
+            )
+        import gymnasium as gym
+
+        from manip_rl.envs import registry
+
+        spec = registry.get(task)
+        env_id = spec.dense_env_id if kwargs.get("reward_type") == "dense" else spec.env_ids[0]
+        return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", **kwargs)
     if backend not in BACKENDS:
         raise ValueError(
-            f"backend={backend!r}: the batched backends are {BACKENDS}; for CPU envs use "
-            "gym.make or vectorization_mode='sync'/'async'"
+            f"backend={backend!r}: use 'warp' (the batched worlds) or 'cpu' (the CPU env in a "
+            f"SyncVectorEnv, the default); the batched backends are {BACKENDS}"
         )
+    device = "cpu" if device is None else device
     if not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs={num_envs!r}: a positive number of worlds")
     for unsupported in ("render_mode", "trajectory_robot"):
