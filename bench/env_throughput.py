@@ -53,14 +53,9 @@ def make(env_id: str, randomization: object | None) -> gym.Env:
     return gym.make(env_id)
 
 
-def env_rate(env_id: str, randomization: object | None, seconds: float, seed: int = 0) -> float:
-    """Env steps per second through gym.make (wrappers included), random actions, auto-reset."""
-    env = make(env_id, randomization)
-    rng = np.random.default_rng(seed)
-    actions = rng.uniform(-1, 1, (4096, *env.action_space.shape)).astype(np.float32)
-    env.reset(seed=seed)
-    for a in actions[:50]:  # warm-up
-        env.step(a)
+def _timed_steps(env: gym.Env, actions: np.ndarray, seconds: float) -> float:
+    """Env steps per second of ``env.step`` cycling through ``actions``, auto-reset, for at least
+    ``seconds`` (checked every 256 steps); closes the env."""
     n, start = 0, time.perf_counter()
     while True:
         for i in range(256):
@@ -74,14 +69,10 @@ def env_rate(env_id: str, randomization: object | None, seconds: float, seed: in
             return n / elapsed
 
 
-def raw_rate(env_id: str, seconds: float, seed: int = 0) -> tuple[float, int]:
-    """Raw mj_step rate of the env's own model replaying the controls the env applied.
-
-    Returns (env steps/s as raw physics allows, substeps per env step)."""
-    env = make(env_id, None)
-    base = env.unwrapped
-    model, data = base.model, base.data
-    substeps = _substeps(base)
+def _recorded_episode(env: gym.Env, seed: int) -> tuple[tuple, list]:
+    """One episode of random actions from reset(seed): the initial (qpos, qvel) and, per step,
+    the (ctrl, mocap_pos, mocap_quat) the env applied, for a raw replay of its physics."""
+    data = env.unwrapped.data
     rng = np.random.default_rng(seed)
     env.reset(seed=seed)
     initial = (data.qpos.copy(), data.qvel.copy())
@@ -89,16 +80,43 @@ def raw_rate(env_id: str, seconds: float, seed: int = 0) -> tuple[float, int]:
     for _ in range(env.spec.max_episode_steps):
         env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
         controls.append((data.ctrl.copy(), data.mocap_pos.copy(), data.mocap_quat.copy()))
+    return initial, controls
+
+
+def _replay(model: mujoco.MjModel, replay: mujoco.MjData, initial: tuple, controls: list,
+            substeps: int) -> None:  # fmt: skip
+    """Step ``replay`` from ``initial`` through ``controls`` (see _recorded_episode)."""
+    replay.qpos[:], replay.qvel[:] = initial
+    mujoco.mj_forward(model, replay)
+    for ctrl, mocap_pos, mocap_quat in controls:
+        replay.ctrl[:] = ctrl
+        if model.nmocap:  # Fetch moves its gripper by mocap
+            replay.mocap_pos[:], replay.mocap_quat[:] = mocap_pos, mocap_quat
+        mujoco.mj_step(model, replay, nstep=substeps)
+
+
+def env_rate(env_id: str, randomization: object | None, seconds: float, seed: int = 0) -> float:
+    """Env steps per second through gym.make (wrappers included), random actions, auto-reset."""
+    env = make(env_id, randomization)
+    rng = np.random.default_rng(seed)
+    actions = rng.uniform(-1, 1, (4096, *env.action_space.shape)).astype(np.float32)
+    env.reset(seed=seed)
+    for a in actions[:50]:  # warm-up
+        env.step(a)
+    return _timed_steps(env, actions, seconds)
+
+
+def raw_rate(env_id: str, seconds: float, seed: int = 0) -> tuple[float, int]:
+    """Raw mj_step rate of the env's own model replaying the controls the env applied.
+
+    Returns (env steps/s as raw physics allows, substeps per env step)."""
+    env = make(env_id, None)
+    model, substeps = env.unwrapped.model, _substeps(env.unwrapped)
+    initial, controls = _recorded_episode(env, seed)
     replay = mujoco.MjData(model)
     n, start = 0, time.perf_counter()
     while True:
-        replay.qpos[:], replay.qvel[:] = initial
-        mujoco.mj_forward(model, replay)
-        for ctrl, mocap_pos, mocap_quat in controls:
-            replay.ctrl[:] = ctrl
-            if model.nmocap:  # Fetch moves its gripper by mocap
-                replay.mocap_pos[:], replay.mocap_quat[:] = mocap_pos, mocap_quat
-            mujoco.mj_step(model, replay, nstep=substeps)
+        _replay(model, replay, initial, controls, substeps)
         n += len(controls)
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
@@ -113,37 +131,20 @@ def floor_rate(env_id: str, seconds: float, seed: int = 0) -> float:
     the gap between it and the env is the env's own per-step work."""
     env = make(env_id, None)
     base = env.unwrapped
-    model, data = base.model, base.data
-    substeps = _substeps(base)
-    rng = np.random.default_rng(seed)
+    model, data, substeps = base.model, base.data, _substeps(base)
+    _, controls = _recorded_episode(env, seed)
     obs, _ = env.reset(seed=seed)
-    controls = []
-    for _ in range(env.spec.max_episode_steps):
-        env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
-        controls.append(data.ctrl.copy())
     k = [0]
 
     def physics_only(action):
-        data.ctrl[:] = controls[k[0] % len(controls)]
+        data.ctrl[:] = controls[k[0] % len(controls)][0]
         k[0] += 1
         mujoco.mj_step(model, data, nstep=substeps)
         mujoco.mj_kinematics(model, data)
         return obs, 0.0, False, False, {}
 
     base.step = physics_only  # the wrappers call it through the instance
-    action = np.zeros(env.action_space.shape, np.float32)
-    env.reset(seed=seed)
-    n, start = 0, time.perf_counter()
-    while True:
-        for _ in range(256):
-            _, _, terminated, truncated, _ = env.step(action)
-            if terminated or truncated:
-                env.reset()
-        n += 256
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            env.close()
-            return n / elapsed
+    return _timed_steps(env, np.zeros((1, *env.action_space.shape), np.float32), seconds)
 
 
 def paired_chunks(env_id: str, chunks: int, steps: int = 100, seed: int = 0) -> dict:
@@ -155,14 +156,9 @@ def paired_chunks(env_id: str, chunks: int, steps: int = 100, seed: int = 0) -> 
     off, on = make(env_id, None), make(env_id, "default")
     rng = np.random.default_rng(seed)
     actions = rng.uniform(-1, 1, (4096, *off.action_space.shape)).astype(np.float32)
-    base = off.unwrapped
-    model, substeps = base.model, _substeps(base)
-    off.reset(seed=seed)
-    initial = (base.data.qpos.copy(), base.data.qvel.copy())
-    controls = []
-    for a in actions[: off.spec.max_episode_steps]:
-        off.step(a)
-        controls.append(base.data.ctrl.copy())
+    model, substeps = off.unwrapped.model, _substeps(off.unwrapped)
+    initial, controls = _recorded_episode(off, seed)
+    controls = controls[:steps]
     replay = mujoco.MjData(model)
     off.reset(seed=seed)
     on.reset(seed=seed)
@@ -178,13 +174,9 @@ def paired_chunks(env_id: str, chunks: int, steps: int = 100, seed: int = 0) -> 
     overhead, cost = [], []
     for c in range(chunks + 3):  # the first 3 warm up
         t_off, t_on = run(off, c * steps), run(on, c * steps)
-        replay.qpos[:], replay.qvel[:] = initial
-        mujoco.mj_forward(model, replay)
         t = time.perf_counter()
-        for ctrl in controls[:steps]:
-            replay.ctrl[:] = ctrl
-            mujoco.mj_step(model, replay, nstep=substeps)
-        t_raw = (time.perf_counter() - t) * steps / min(steps, len(controls))
+        _replay(model, replay, initial, controls, substeps)
+        t_raw = (time.perf_counter() - t) * steps / len(controls)
         if c >= 3:
             overhead.append(t_raw / t_off)
             cost.append(1 - t_off / t_on)
