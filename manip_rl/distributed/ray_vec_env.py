@@ -25,7 +25,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import (
-    VecEnv,
     VecEnvIndices,
     VecEnvObs,
     VecEnvStepReturn,
@@ -33,7 +32,7 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 from stable_baselines3.common.vec_env.subproc_vec_env import _stack_obs
 
 from manip_rl.distributed.ray_session import connect, import_ray
-from manip_rl.policies.vec_env import by_worker, in_index_order
+from manip_rl.policies.vec_env import ByIndexCalls, by_worker, in_index_order
 
 ray = import_ray()
 
@@ -116,7 +115,7 @@ class EnvGroup:
             env.close()
 
 
-class RayVecEnv(VecEnv):
+class RayVecEnv(ByIndexCalls):
     """``n_workers`` Ray actors (default: one per cluster CPU, at most one per environment), each
     stepping a contiguous share of ``env_fns``; environment ``i`` keeps index ``i``.
 
@@ -273,24 +272,8 @@ class RayVecEnv(VecEnv):
                    for w, local in groups.items()}  # fmt: skip
         return in_index_order(self._where, order, answers)
 
-    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        return self._ask(indices, "get_attr", attr_name)
-
-    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        self._ask(indices, "set_attr", attr_name, value)
-
     def has_attr(self, attr_name: str) -> bool:
         return all(self._ask(None, "has_attr", attr_name))
-
-    def env_method(
-        self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs
-    ) -> list[Any]:
-        return self._ask(indices, "env_method", method_name, method_args, method_kwargs)
-
-    def env_is_wrapped(
-        self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None
-    ) -> list[bool]:
-        return self._ask(indices, "is_wrapped", wrapper_class)
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         return [img for part in ray.get([a.render.remote() for a in self.actors]) for img in part]

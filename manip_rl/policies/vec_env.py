@@ -95,7 +95,33 @@ def _worker(remote, parent_remote, fns_wrapper: CloudpickleWrapper) -> None:  # 
             raise NotImplementedError(f"{cmd!r} is not a ChunkedSubprocVecEnv command")
 
 
-class ChunkedSubprocVecEnv(VecEnv):
+class ByIndexCalls(VecEnv):
+    """The VecEnv calls addressed to environments by index, for a vec env whose environments
+    live in groups elsewhere (worker processes, Ray actors): each is one ``_ask(indices, cmd,
+    *payload)``, which the subclass implements (send to each group its envs' local indices,
+    answers back in index order)."""
+
+    def _ask(self, indices: VecEnvIndices, cmd: str, *payload: Any) -> list[Any]:
+        raise NotImplementedError
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return self._ask(indices, "get_attr", attr_name)
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        self._ask(indices, "set_attr", attr_name, value)
+
+    def env_method(
+        self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs
+    ) -> list[Any]:
+        return self._ask(indices, "env_method", method_name, method_args, method_kwargs)
+
+    def env_is_wrapped(
+        self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None
+    ) -> list[bool]:
+        return self._ask(indices, "is_wrapped", wrapper_class)
+
+
+class ChunkedSubprocVecEnv(ByIndexCalls):
     """``n_workers`` processes (default: the number of CPUs, at most one per environment), each
     running a contiguous share of ``env_fns``; environment ``i`` keeps index ``i``."""
 
@@ -188,26 +214,10 @@ class ChunkedSubprocVecEnv(VecEnv):
         answers = {w: self.remotes[w].recv() for w in groups}
         return in_index_order(self._where, order, answers)
 
-    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        return self._ask(indices, "get_attr", attr_name)
-
-    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        self._ask(indices, "set_attr", attr_name, value)
-
     def has_attr(self, attr_name: str) -> bool:
         for remote in self.remotes:
             remote.send(("has_attr", attr_name))
         return all([remote.recv() for remote in self.remotes])
-
-    def env_method(
-        self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs
-    ) -> list[Any]:
-        return self._ask(indices, "env_method", method_name, method_args, method_kwargs)
-
-    def env_is_wrapped(
-        self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None
-    ) -> list[bool]:
-        return self._ask(indices, "is_wrapped", wrapper_class)
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         for remote in self.remotes:
