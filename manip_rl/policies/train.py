@@ -16,6 +16,7 @@ import shutil
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from manip_rl.policies import config as cfgmod
@@ -299,10 +300,7 @@ def train(
         callbacks.append(adr_cb)
     callbacks += extra_callbacks or []
     remaining = cfg["total_timesteps"] - done_steps
-    # SIGTERM (a scheduler's stop) ends training like Ctrl-C: with a checkpoint.
-    # Only the main thread may set a handler (a Ray Tune trial trains in another thread).
-    in_main = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
+    restore_sigterm = sigterm_as_interrupt()
     try:
         if remaining > 0:
             model.learn(
@@ -319,8 +317,7 @@ def train(
               f"`manip-rl train --resume {path}`")  # fmt: skip
         raise SystemExit(130) from None
     finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, old)
+        restore_sigterm()
     cb.finish()
     venv.close()
 
@@ -331,6 +328,16 @@ def _log_interval(cfg: dict) -> int:
         return int(cfg["log_interval"])
     per_iteration = int(cfg["hyperparams"].get("n_steps", 2048)) * int(cfg["n_envs"])
     return max(1, 1000 // per_iteration)
+
+
+def sigterm_as_interrupt() -> Callable[[], Any]:
+    """Make SIGTERM (a scheduler's stop) raise KeyboardInterrupt, so training ends as on Ctrl-C:
+    with a checkpoint. Returns what puts the previous handler back. Only the main thread may set
+    a handler (a Ray Tune trial trains in another thread); there nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    return lambda: signal.signal(signal.SIGTERM, old)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -20,8 +20,6 @@ import contextlib
 import io
 import math
 import os
-import signal
-import threading
 import time
 from typing import Any
 
@@ -31,6 +29,7 @@ import torch
 from manip_rl.envs import registry
 from manip_rl.policies import config as cfgmod
 from manip_rl.policies import rundir
+from manip_rl.policies.train import sigterm_as_interrupt
 
 try:  # the warp extra; train.py imports this module only for --backend warp
     from rsl_rl.env import VecEnv as _RslVecEnv
@@ -325,9 +324,7 @@ def train_warp(
     iterations = max(1, math.ceil(cfg["total_timesteps"] / per_iteration))
     t_start = time.monotonic()
     steps = 0
-    # SIGTERM (a scheduler's stop) ends training like Ctrl-C: with a checkpoint, as under SB3.
-    in_main = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
+    restore_sigterm = sigterm_as_interrupt()  # SIGTERM ends the run with a checkpoint, as Ctrl-C
     try:
         for it in range(iterations):
             t0 = time.monotonic()
@@ -362,15 +359,10 @@ def train_warp(
         print(f"\ninterrupted at {mirror.model.num_timesteps} steps (a warp run cannot resume)")
         raise SystemExit(130) from None
     finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, old)
+        restore_sigterm()
     cb.finish()
     env.close()
     return {"actor": alg.actor, "normalizer": norm, "sb3": mirror, "steps": steps}
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def _log(logger, renv: RslEnv, losses: dict, steps: int, per_it: int, collect_s: float,
