@@ -10,7 +10,9 @@ Measures, interleaving the two backends ``--repeats`` times (the machine may be 
 - the overhead per synchronization: the same with an env that does nothing (same spaces), so a
   step is only the transfer of actions and observations;
 - the driver's cost per actor call (many do-nothing actors);
-- the bytes per step each actor sends and receives (pickled as Ray sends them).
+- the bytes per step each actor sends and receives (pickled as they travel).
+``ray`` is RayVecEnv's default direct channel, ``ray_calls`` its ``transport="ray"`` (each step a
+Ray actor call).
 It prints one JSON object and the scaling estimate of docs/distributed.md is made from it.
 """
 
@@ -92,8 +94,9 @@ def main() -> None:
     makers = {
         "chunked": lambda f: ChunkedSubprocVecEnv(f, n_workers=args.workers),
         "ray": lambda f: RayVecEnv(f, n_workers=args.workers),
+        "ray_calls": lambda f: RayVecEnv(f, n_workers=args.workers, transport="ray"),
     }
-    rates: dict[str, list[float]] = {k: [] for k in ("chunked", "ray", "chunked_null", "ray_null")}
+    rates: dict[str, list[float]] = {k + s: [] for k in makers for s in ("", "_null")}
     for _ in range(args.repeats):
         for name, make in makers.items():
             for suffix, f in (("", fns), ("_null", null)):
@@ -104,8 +107,12 @@ def main() -> None:
                     v.close()
 
     # The driver's cost per actor call: many do-nothing actors sharing the cores.
-    v = RayVecEnv(null[: args.call_actors], n_workers=args.call_actors, cpus_per_worker=0.01)
-    call_rate = _rate(v, args.steps)
+    call_rate = {}
+    for transport in ("direct", "ray"):
+        v = RayVecEnv(null[: args.call_actors], n_workers=args.call_actors, cpus_per_worker=0.01,
+                      transport=transport)  # fmt: skip
+        call_rate[transport] = _rate(v, args.steps)
+        v.close()
     # What one actor's call carries: its actions in, its step return out.
     per_actor = args.n_envs // args.workers
     actions = np.zeros((per_actor, *spaces[1].shape), np.float32)
@@ -115,7 +122,6 @@ def main() -> None:
     env.close()
     step_return = (np.stack([obs] * per_actor), [r] * per_actor, [False] * per_actor,
                    [info] * per_actor, [{}] * per_actor)  # fmt: skip
-    v.close()
     ray.shutdown()
 
     med = {k: statistics.median(x) for k, x in rates.items()}
@@ -129,11 +135,10 @@ def main() -> None:
         "env_steps_per_s": {k: round(m * args.n_envs) for k, m in med.items()},
         "all_env_steps_per_s": {k: [round(x * args.n_envs) for x in xs] for k, xs in rates.items()},
         "ray_over_chunked": round(med["ray"] / med["chunked"], 3),
-        "sync_ms": {
-            "chunked": round(1e3 / med["chunked_null"], 3),
-            "ray": round(1e3 / med["ray_null"], 3),
-        },
-        "driver_ms_per_actor_call": round(1e3 / call_rate / args.call_actors, 3),
+        "ray_calls_over_chunked": round(med["ray_calls"] / med["chunked"], 3),
+        "sync_ms": {k: round(1e3 / med[k + "_null"], 3) for k in makers},
+        "driver_ms_per_actor_call": round(1e3 / call_rate["direct"] / args.call_actors, 3),
+        "driver_ms_per_actor_call_ray_calls": round(1e3 / call_rate["ray"] / args.call_actors, 3),
         "bytes_per_actor_step": {
             "actions": len(pickle.dumps(actions)),
             "returned": len(pickle.dumps(step_return)),

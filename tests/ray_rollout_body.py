@@ -42,28 +42,71 @@ fns = [cfgmod.env_factory(cfg, randomized=True, seed=i) for i in range(4)]
 # actors on two different nodes.
 from stable_baselines3.common.vec_env import DummyVecEnv  # noqa: E402
 
-ray_env, ref = RayVecEnv(fns, n_workers=2), DummyVecEnv(fns)
+
+def compare_with_dummy(ray_env: RayVecEnv) -> dict:
+    ref = DummyVecEnv(fns)
+    for v in (ray_env, ref):
+        v.seed(7)
+    rng = np.random.default_rng(0)
+    o1, o2 = ray_env.reset(), ref.reset()
+    same, dones_seen, terminal_same = bool(np.array_equal(o1, o2)), 0, True
+    for _ in range(60):  # PandaReach's episodes are 50 steps: crosses an automatic reset
+        a = rng.uniform(-1, 1, (4, *ray_env.action_space.shape)).astype(np.float32)
+        s1, s2 = ray_env.step(a), ref.step(a)
+        same &= bool(np.array_equal(s1[0], s2[0]) and np.array_equal(s1[1], s2[1]))
+        same &= bool(np.array_equal(s1[2], s2[2]))
+        for i in np.flatnonzero(s1[2]):
+            dones_seen += 1
+            terminal_same &= bool(
+                np.array_equal(s1[3][i]["terminal_observation"], s2[3][i]["terminal_observation"])
+            )
+    ref.close()
+    return {"same_as_dummy": same, "dones_seen": dones_seen, "terminal_same": terminal_same}
+
+
+# Each step as a Ray actor call (transport="ray"), then the default direct channel.
+calls_env = RayVecEnv(fns, n_workers=2, transport="ray")
+result["ray_calls"] = compare_with_dummy(calls_env)
+calls_env.close()
+ray_env = RayVecEnv(fns, n_workers=2)
+result["transport"] = ray_env.transport
 result["nodes_used"] = len({p["node_id"] for p in ray_env.placement()})
-for v in (ray_env, ref):
-    v.seed(7)
-rng = np.random.default_rng(0)
-o1, o2 = ray_env.reset(), ref.reset()
-same, dones_seen, terminal_same = bool(np.array_equal(o1, o2)), 0, True
-for _ in range(60):  # PandaReach's episodes are 50 steps: crosses an automatic reset
-    a = rng.uniform(-1, 1, (4, *ray_env.action_space.shape)).astype(np.float32)
-    s1, s2 = ray_env.step(a), ref.step(a)
-    same &= bool(np.array_equal(s1[0], s2[0]) and np.array_equal(s1[1], s2[1]))
-    same &= bool(np.array_equal(s1[2], s2[2]))
-    for i in np.flatnonzero(s1[2]):
-        dones_seen += 1
-        terminal_same &= bool(
-            np.array_equal(s1[3][i]["terminal_observation"], s2[3][i]["terminal_observation"])
-        )
-result["same_as_dummy"] = same
-result["dones_seen"] = dones_seen
-result["terminal_same"] = terminal_same
+result.update(compare_with_dummy(ray_env))
 result["env_method"] = ray_env.env_method("get_wrapper_attr", "spec", indices=[3])[0].id
-ref.close()
+
+# The direct channel admits only the driver's key: a second actor's listener turns a client
+# with another key away, and still serves the right one afterwards.
+from multiprocessing.connection import AuthenticationError, Client  # noqa: E402
+
+from manip_rl.distributed import ray_vec_env as rvm  # noqa: E402
+
+probe = ray.remote(rvm.EnvGroup).options(num_cpus=0).remote(fns[:1])  # the CPUs are taken
+key = b"k" * 32
+address = tuple(ray.get(probe.open_channel.remote(key)))
+try:
+    Client(address, authkey=b"x" * 32)
+    result["wrong_key"] = "accepted"
+except AuthenticationError:
+    result["wrong_key"] = "refused"
+good = Client(address, authkey=key)
+good.send(("reset", [(3, None)]))
+ok, (probe_obs, _) = good.recv()
+result["right_key_after_wrong"] = (
+    bool(ok) and probe_obs.shape[1:] == ray_env.observation_space.shape
+)
+good.close()
+ray.kill(probe)
+
+# An env's error crosses the channel as a RuntimeError naming the envs; the channel goes on.
+try:
+    ray_env.step(np.zeros((4, 99), np.float32))  # the wrong action shape
+    result["env_error"] = None
+except RuntimeError as e:
+    result["env_error"] = str(e)
+ray_env.reset()
+result["steps_after_error"] = ray_env.step(np.zeros((4, *ray_env.action_space.shape), np.float32))[
+    0
+].shape[0]
 
 # 2. PPO learning on the actors; one actor's process SIGKILLed mid-training.
 from stable_baselines3 import PPO  # noqa: E402

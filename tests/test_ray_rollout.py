@@ -22,11 +22,25 @@ def test_actors_spread_over_both_nodes(body: dict) -> None:
 
 def test_same_transitions_as_dummy_vec_env(body: dict) -> None:
     # Observations, rewards, dones and terminal observations identical step by step, across
-    # an automatic reset (60 steps of 50-step episodes, 4 envs).
-    assert body["same_as_dummy"]
-    assert body["dones_seen"] >= 4
-    assert body["terminal_same"]
+    # an automatic reset (60 steps of 50-step episodes, 4 envs), over the default direct
+    # channel and with each step a Ray actor call.
+    assert body["transport"] == "direct"
+    for result in (body, body["ray_calls"]):
+        assert result["same_as_dummy"]
+        assert result["dones_seen"] >= 4
+        assert result["terminal_same"]
     assert body["env_method"] == "manip_rl/PandaReachDense-v0"
+
+
+def test_direct_channel_admits_only_the_drivers_key(body: dict) -> None:
+    assert body["wrong_key"] == "refused"
+    assert body["right_key_after_wrong"]
+
+
+def test_env_error_crosses_the_channel_and_stepping_goes_on(body: dict) -> None:
+    err = body["env_error"]
+    assert err is not None and "environments 0..1 raised" in err and "(99,)" in err, err
+    assert body["steps_after_error"] == 4
 
 
 def test_killed_actor_is_replaced_without_stopping_training(body: dict) -> None:

@@ -71,6 +71,8 @@ def test_unusable_configurations_are_refused_with_the_key_named():
         cfgmod.load_config("PandaStack", "ppo")
     with pytest.raises(cfgmod.ConfigError, match="sac"):
         cfgmod.load_config("PandaPush", "sac")
+    with pytest.raises(cfgmod.ConfigError, match="ray_transport='tcp': use one of direct, ray"):
+        cfgmod.validate(cfgmod.apply_overrides(cfg, ["ray_transport=tcp"]))
     over = cfgmod.apply_overrides(
         cfg, ["hyperparams.learning_rate=1e-4", "policy_kwargs.net_arch=[8]"]
     )

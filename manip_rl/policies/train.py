@@ -219,7 +219,10 @@ def make_vec_env(cfg: dict, seed: int, wrap: Any = None):
     if cfg["vec_env"] == "ray":  # every n_envs: even one env may run on another node
         from manip_rl.distributed.ray_vec_env import RayVecEnv
 
-        return RayVecEnv(fns, n_workers=cfg.get("n_workers"), seed=seed)
+        return RayVecEnv(
+            fns, n_workers=cfg.get("n_workers"), seed=seed,
+            transport=cfg.get("ray_transport", "direct"),
+        )  # fmt: skip
     if cfg["vec_env"] == "chunked" and cfg["n_envs"] > 1:
         from manip_rl.policies.vec_env import ChunkedSubprocVecEnv
 

@@ -29,6 +29,7 @@ ACTIVATIONS: Final = ("tanh", "relu", "elu")
 # subproc: SB3's SubprocVecEnv, one process per env; dummy: all envs in the training process;
 # ray: groups of envs in Ray actors on any node of a cluster (manip_rl.distributed.ray_vec_env).
 VEC_ENVS: Final = ("chunked", "subproc", "dummy", "ray")
+RAY_TRANSPORTS: Final = ("direct", "ray")
 # cpu: SB3 over CPU MuJoCo envs; warp: batched MuJoCo Warp worlds, rsl_rl's PPO (docs/warp.md).
 BACKENDS: Final = ("cpu", "warp")
 RANDOMIZATION_PRESETS: Final = ("default", "none")
@@ -93,6 +94,9 @@ class TrainConfig:
     docs/warp.md)."""
     n_workers: int | None = None
     """chunked: worker processes; ray: actors (None: one per CPU, of the cluster for ray)."""
+    ray_transport: str = "direct"
+    """vec_env ray: how steps travel. direct (a connection from the driver to each actor,
+    authenticated; the default) or ray (each step a Ray actor call: slower, only Ray's ports)."""
     policy: str = "MlpPolicy"
     """SB3 policy: MlpPolicy (flatten_obs: true) or MultiInputPolicy (flatten_obs: false)."""
     policy_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -321,6 +325,8 @@ def check(cfg: Mapping) -> dict:
     out["backend"] = _as_choice("backend", out.get("backend", "cpu"), BACKENDS)
     if out.get("n_workers") is not None:
         out["n_workers"] = _as_int("n_workers", out["n_workers"], 1)
+    out["ray_transport"] = _as_choice("ray_transport", out.get("ray_transport", "direct"),
+                                      RAY_TRANSPORTS)  # fmt: skip
     out["action_mode"] = _as_choice("action_mode", out.get("action_mode", "joint_delta"),
                                     ACTION_MODES)  # fmt: skip
     out["flatten_obs"] = _as_bool("flatten_obs", out.get("flatten_obs", True))
