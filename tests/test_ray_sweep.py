@@ -86,6 +86,9 @@ def _args(**over) -> argparse.Namespace:
         ({"n_seeds": 0}, "--n-seeds 0"),
         ({"grid": ["n_envs=2"], "search": ["hyperparams.gamma=uniform:0.9:0.99"]}, "use one"),
         ({"metric": "success"}, "--metric 'success'"),
+        ({"overrides": ["eval.freq=0"]}, "eval.freq is 0"),
+        ({"grid": ["eval.freq=0,1000"]}, "eval.freq is 0"),
+        ({"overrides": ["vec_env=ray"]}, "vec_env ray inside a sweep trial"),
     ],
 )
 def test_bad_sweep_arguments_are_refused_naming_them(tmp_path, over: dict, needle: str) -> None:

@@ -152,6 +152,21 @@ def _parse_search(items: list[str]) -> dict[str, list]:
     return space
 
 
+def _check_trial(cfg: dict) -> None:
+    """What a trial's configuration must have inside a sweep."""
+    if not (cfg.get("eval") or {}).get("freq"):
+        raise SweepError(
+            "eval.freq is 0: a sweep summarizes and searches on its trials' evaluations; "
+            "give eval.freq > 0 (e.g. --set eval.freq=50000)"
+        )
+    if cfg.get("vec_env") == "ray":
+        raise SweepError(
+            "vec_env ray inside a sweep trial: its actors would need CPUs beyond the trial's "
+            "--cpus-per-trial and could wait for them forever; use vec_env chunked (the trial's "
+            "own processes, with --cpus-per-trial to match)"
+        )
+
+
 def make_spec(args: argparse.Namespace, sweep_dir: str) -> dict:
     """The sweep, checked (every grid point's config too) before anything starts."""
     if args.grid and args.search:
@@ -174,15 +189,18 @@ def make_spec(args: argparse.Namespace, sweep_dir: str) -> dict:
     import itertools
 
     for values in itertools.product(*grid.values()):  # every grid point must be a valid run
+        point = dict(zip(grid, values, strict=True))
         try:
-            trial_config(cfg, {"seed": seeds[0], **dict(zip(grid, values, strict=True))})
-        except cfgmod.ConfigError as e:
-            raise SweepError(f"--grid {dict(zip(grid, values, strict=True))}: {e}") from None
+            _check_trial(trial_config(cfg, {"seed": seeds[0], **point}))
+        except (cfgmod.ConfigError, SweepError) as e:
+            raise SweepError(f"--grid {point}: {e}") from None
     for key, (_, vals) in search.items():
         try:
-            trial_config(cfg, {key: vals[0]})
-        except cfgmod.ConfigError as e:
+            _check_trial(trial_config(cfg, {key: vals[0]}))
+        except (cfgmod.ConfigError, SweepError) as e:
             raise SweepError(f"--search {key}: {e}") from None
+    if not grid and not search:
+        _check_trial(cfg)
     return {
         "sweep_dir": os.path.abspath(sweep_dir),
         "base": cfg,
