@@ -216,3 +216,44 @@ def test_safety_filter_with_motion_limits_plans_and_restarts_at_enable():
     safety.enable()
     again = safety.filter(home + 0.05, home + 0.01, 0.0, None, OK, now=11.0)
     np.testing.assert_allclose(again.plan.pos[-1], home + 0.01)  # from the new measurement
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_batched_ticks_match_the_tick_by_tick_reference(seed):
+    """advance()/advance_through() sample and check a command's 1 kHz ticks as arrays; the same
+    commands given to advance_tick_by_tick() give the same positions and the same faults,
+    gentle plans and violent steps alike (seeds 2 and 3 fault, some within a batch)."""
+    rng = np.random.default_rng(seed)
+    arms = [EmulatedArm(FR3, SERVED.home, t=1.0) for _ in range(2)]
+    limiter = _limiter()
+    faults = 0
+    for k in range(80):
+        now = 1.0 + k * T + rng.uniform(0, 0.01)
+        if seed >= 2 and k % 20 == 10:  # a violent trajectory: faults, then a recovery
+            points = [(now + 0.03, SERVED.home + rng.uniform(-0.4, 0.4, 7), np.zeros(7))]
+        else:
+            plan = limiter.plan_step(
+                np.clip(SERVED.home + rng.uniform(-0.3, 0.3, 7), LOWER + 0.01, UPPER - 0.01),
+                now,
+                SERVED.home,
+            )
+            points = [(plan.t0 + t, p, v) for t, p, v in plan.points()]
+        arrival = now + rng.uniform(0, 0.015)
+        qa = arms[0].advance(arrival)
+        qb = arms[1].advance_tick_by_tick(arrival)
+        np.testing.assert_allclose(qa, qb, rtol=0, atol=1e-12)
+        assert arms[0].fault == arms[1].fault and arms[0].reflexes == arms[1].reflexes
+        if arms[0].fault:
+            faults += 1
+            for arm in arms:
+                arm.recover(arrival)
+                limiter = _limiter()
+        for arm in arms:
+            arm.command_trajectory(arrival, points)
+        # The env's substeps: several times at once (advance_through), against one at a time.
+        ends = arrival + np.sort(rng.uniform(0, T, 15))
+        batch = arms[0].advance_through(ends)
+        for row, t in zip(batch, ends, strict=True):
+            np.testing.assert_allclose(row, arms[1].advance_tick_by_tick(t), rtol=0, atol=1e-12)
+        assert arms[0].fault == arms[1].fault and arms[0].reflexes == arms[1].reflexes
+    assert (faults > 0) == (seed >= 2), faults

@@ -267,8 +267,8 @@ class PandaEnv(gym.Env):
             mujoco.mj_step(self.model, d, nstep=scene.SUBSTEPS)
         else:
             path.command(targets, self._observed[_JOINT_POS], d.time)
-            for k in range(1, scene.SUBSTEPS + 1):
-                target = path.position(expected_time - dt * (scene.SUBSTEPS - k))
+            ends = expected_time - dt * np.arange(scene.SUBSTEPS - 1, -1, -1)
+            for target in path.positions(ends):  # each substep's end, ticks checked at once
                 np.subtract(target, SIM_JOINT_OFFSETS, out=self._ctrl_arm)
                 mujoco.mj_step(self.model, d)
         # MuJoCo answers a diverging state (NaN, inf or huge qpos/qvel/qacc) by resetting the

@@ -86,6 +86,27 @@ class TrajectoryInterpolator:
                 return c0 + c1 * s + c2 * s**2 + c3 * s**3, c1 + 2 * c2 * s + 3 * c3 * s**2
         return self._hold.copy(), np.zeros_like(self._hold)
 
+    def sample_many(self, times: np.ndarray) -> np.ndarray:
+        """Commanded positions at increasing ``times`` (one row each): :meth:`sample`'s
+        positions, evaluated per segment on arrays."""
+        out = np.empty((len(times), len(self._hold)))
+        segments = self._segments
+        ends = np.array([seg[1] for seg in segments]) if segments else np.empty(0)
+        which = np.searchsorted(ends, times, side="right")  # first segment with t < t1
+        for k in np.unique(which):
+            rows = which == k
+            if k >= len(segments):
+                out[rows] = self._hold
+                continue
+            t0, t1, coeffs, q0, q1 = segments[k]
+            s = np.maximum(times[rows] - t0, 0.0)[:, None]
+            if coeffs is None:
+                out[rows] = q0 + (q1 - q0) / (t1 - t0) * s
+            else:
+                c0, c1, c2, c3 = coeffs
+                out[rows] = c0 + c1 * s + c2 * s**2 + c3 * s**3
+        return out
+
     @property
     def end_time(self) -> float:
         return self._segments[-1][1] if self._segments else -np.inf
@@ -121,6 +142,23 @@ class Reflex:
         if (np.abs(values) > self._limits).any():
             return self._explain(q, values)
         return ""
+
+    def check_many(self, qs: np.ndarray) -> tuple[int, str]:
+        """:meth:`check` on consecutive samples (rows) at once: the index of the first that
+        violates and why, or ``(-1, "")``. The history then ends at that sample (or the last)."""
+        h = np.concatenate([self._h, qs])
+        windows = np.lib.stride_tricks.sliding_window_view(h, 4, axis=0)[1:]  # (n, dof, 4)
+        values = np.einsum("rk,ndk->nrd", self._diff, windows)  # (n, 3, dof)
+        outside = ((qs < self._lower) | (qs > self._upper)).any(axis=1) | ~np.isfinite(qs).all(
+            axis=1
+        )
+        bad = outside | (np.abs(values) > self._limits).any(axis=(1, 2))
+        first = int(np.argmax(bad)) if bad.any() else -1
+        end = first + 1 if first >= 0 else len(qs)
+        self._h[:] = h[end : end + 4]
+        if first < 0:
+            return -1, ""
+        return first, self._explain(qs[first], None if outside[first] else values[first])
 
     def _explain(self, q: np.ndarray, values: np.ndarray | None) -> str:
         names = self.robot.joint_names
@@ -196,6 +234,37 @@ class EmulatedArm:
 
     def advance(self, t: float) -> np.ndarray:
         """Run the 1 kHz ticks up to ``t``; the commanded position at ``t``."""
+        return self.advance_through(np.array([float(t)]))[0]
+
+    def advance_through(self, times: np.ndarray) -> np.ndarray:
+        """:meth:`advance` to each of the increasing ``times`` in turn; the commanded positions
+        then (one row each). The ticks are sampled and checked as arrays
+        (:meth:`TrajectoryInterpolator.sample_many`, :meth:`Reflex.check_many`), with the
+        results of :meth:`advance_tick_by_tick` (tested)."""
+        times = np.asarray(times, dtype=np.float64)
+        end = int(np.floor(times[-1] / self.dt + 1e-9))
+        if self.fault:
+            self._tick = max(self._tick, end)
+            return np.tile(self._last, (len(times), 1))
+        start = self._tick
+        ticks = np.arange(start + 1, end + 1, dtype=np.float64) * self.dt
+        both = self.interpolator.sample_many(np.concatenate([ticks, times]))
+        qs, out = both[: len(ticks)], both[len(ticks) :]
+        first, reason = self.reflex.check_many(qs) if self.check and len(qs) else (-1, "")
+        if first >= 0:
+            if first > 0:
+                self._last = qs[first - 1]
+            self._fault_with(reason)
+            # Once the faulting tick has run, the arm holds where it stopped.
+            ran = np.floor(times / self.dt + 1e-9) >= start + 1 + first
+            out[ran] = self._last
+        elif len(qs):
+            self._last = qs[-1]
+        self._tick = max(self._tick, end)
+        return out
+
+    def advance_tick_by_tick(self, t: float) -> np.ndarray:
+        """:meth:`advance`, one 1 kHz tick at a time (the reference it is tested against)."""
         end = int(np.floor(t / self.dt + 1e-9))
         while self._tick < end:
             self._tick += 1
@@ -205,12 +274,15 @@ class EmulatedArm:
             if self.check:
                 reason = self.reflex.check(q)
                 if reason:
-                    self.fault = reason
-                    self.reflexes += 1
-                    self.interpolator.hold(self._last)  # the arm stops where it was
+                    self._fault_with(reason)
                     continue
             self._last = q
         if self.fault:
             return self._last.copy()
         q, _ = self.interpolator.sample(t)
         return q
+
+    def _fault_with(self, reason: str) -> None:
+        self.fault = reason
+        self.reflexes += 1
+        self.interpolator.hold(self._last)  # the arm stops where it was

@@ -65,3 +65,7 @@ class TrajectoryCommandPath:
     def position(self, t: float) -> np.ndarray:
         """The commanded joint positions at ``t`` (robot convention)."""
         return self.arm.advance(t)
+
+    def positions(self, times: np.ndarray) -> np.ndarray:
+        """The commanded joint positions at each of the increasing ``times`` (one row each)."""
+        return self.arm.advance_through(times)
