@@ -236,6 +236,40 @@ def test_sim_time_ages_stamps_on_the_clock_topic(ros_context, bridge, tmp_path):
         arm.close()
 
 
+@pytest.mark.parametrize(
+    "bridge",
+    [("-p", "use_sim_time:=true", "-p", "stamp_future_tolerance:=0.1", "-p", "output:=trajectory")],
+    indirect=True,
+)
+def test_sim_time_reaches_the_trajectory_stamps(ros_context, bridge, tmp_path):
+    """With use_sim_time the plans are timed on /clock: each JointTrajectory is stamped at the
+    sim time it was planned (SIM_T0 + elapsed), not at a wall-clock instant shifted by an
+    offset measured once (1.8e9 s away)."""
+    arm = GuardArm(ros_context, sim_time=True)
+    try:
+        assert _wait_active(arm, tmp_path), _log(tmp_path)
+        assert _enable(arm).success
+        arm.spin(1.5)
+        assert len(arm.trajectories) > 10, _log(tmp_path)
+        lags = []
+        for _, msg in arm.trajectories:
+            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            assert msg.points and len(msg.points[0].velocities) == 7
+            # arm.now() at the end bounds every stamp from above; /clock is published at
+            # 250 Hz, so a plan's sim time trails the publisher's by a few ms at most.
+            lags.append(arm.now() - stamp)
+        assert min(lags) > 0.0 and max(lags) < 2.0, (min(lags), max(lags))
+        # After the start plan (a rest at the measured position, sent unchanged for its 0.2 s:
+        # MotionLimits.start_time), plans one control period apart on /clock (25 Hz).
+        stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for _, m in arm.trajectories]
+        gaps = np.diff(stamps)
+        assert (gaps >= 0).all(), stamps
+        moving = gaps[gaps > 0][1:]  # (the first: from the start plan's stamp)
+        assert len(moving) > 10 and 0.03 < float(np.median(moving)) < 0.05, gaps
+    finally:
+        arm.close()
+
+
 def test_the_gripper_topic_gets_open_close_on_change_and_a_slow_keepalive(arm, tmp_path):
     from geometry_msgs.msg import PoseStamped
     from std_msgs.msg import Float64MultiArray

@@ -54,10 +54,20 @@ class CommandOutput:
         self._position = get("output") == "position"
         self.kind = "position" if self._position else "trajectory"
         self._node = node
-        # perf_counter -> node clock, measured once: two clock reads per message would differ by
+        # Plans are timed on plan_clock. On the wall clock that is perf_counter, mapped to the
+        # node clock by an offset measured once: two clock reads per message would differ by
         # however long the process was descheduled between them, and a spline point a few ms
-        # ahead of the controller's state turns a 0.1 ms error into a large acceleration.
-        self._clock_offset_ns = clock_offset_ns(node)
+        # ahead of the controller's state turns a 0.1 ms error into a large acceleration. With
+        # use_sim_time the node clock is /clock's, which no fixed offset follows: plans are
+        # timed on the node clock itself, so the stamps are sim time as the controller's are.
+        self.sim_time = bool(node.get_parameter("use_sim_time").value)
+        if self.sim_time:
+            clock = node.get_clock()
+            self.plan_clock: Callable[[], float] = lambda: clock.now().nanoseconds * 1e-9
+            self._clock_offset_ns = 0
+        else:
+            self.plan_clock = time.perf_counter
+            self._clock_offset_ns = clock_offset_ns(node)
         self._joint_names = list(joint_names)
         # 0 = one control period: the controller reaches each target as the next one comes.
         tfs = float(get("trajectory_time_from_start")) or period
@@ -75,8 +85,7 @@ class CommandOutput:
         self, joints: np.ndarray, gripper: float | None, plan: TrajectoryPlan | None = None
     ) -> None:
         """Send joint targets (rad, ``joint_names`` order), or with the trajectory output the
-        ``plan`` (its ``t0`` on ``time.perf_counter``'s clock), and, if given, a gripper
-        opening (m)."""
+        ``plan`` (its ``t0`` on :attr:`plan_clock`), and, if given, a gripper opening (m)."""
         values = [float(x) for x in joints]
         if self._position:
             self._arm.publish(Float64MultiArray(data=values))

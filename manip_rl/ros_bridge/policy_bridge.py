@@ -446,7 +446,7 @@ class PolicyBridge(LifecycleNode):
             self.loop_stats.overrun_log.append((now, late))
         # The trajectory's stamp is the plan's start, taken after the policy step (not at the state's
         # arrival), so the plan starts as close as possible to when the controller receives it.
-        decision, step, state_age = self.core.step(now, plan_clock=time.perf_counter)
+        decision, step, state_age = self.core.step(now, plan_clock=self._output.plan_clock)
         if self.core.lapse_detail:
             self.get_logger().error(self.core.lapse_detail)
             self.core.lapse_detail = ""
