@@ -46,6 +46,32 @@ def test_home_pose_points_the_hand_down_in_the_franka_convention():
     np.testing.assert_allclose(abs(rot[:, 1] @ np.array([0, 1, 0])), 1.0, atol=0.01)
 
 
+def test_kinematics_reposes_only_for_new_joint_positions_and_answers_as_a_fresh_model():
+    """Kinematics skips mj_kinematics/mj_comPos for the state it is already posed at; any mix of
+    calls over changing (and mutated-in-place) joint positions answers as a fresh model does."""
+    rng = np.random.default_rng(0)
+    kin = Kinematics()
+    q = PANDA_HOME.copy()
+    for _ in range(12):
+        kind = rng.integers(4)
+        if kind == 0:
+            q = PANDA_HOME + rng.uniform(-0.3, 0.3, 7)
+        elif kind == 1:
+            q[rng.integers(7)] += 0.01  # the caller's array changed in place
+        for call in rng.permutation(["pos", "pose", "jac", "jac6"]):
+            ref = Kinematics()  # a fresh model for every answer: nothing cached
+            if call == "pos":
+                np.testing.assert_array_equal(kin.ee_pos(q), ref.ee_pos(q))
+            elif call == "pose":
+                for a, b in zip(kin.ee_pose(q), ref.ee_pose(q), strict=True):
+                    np.testing.assert_array_equal(a, b)
+            else:
+                rot = call == "jac6"
+                np.testing.assert_array_equal(
+                    kin.ee_jacobian(q, rotation=rot), ref.ee_jacobian(q, rotation=rot)
+                )
+
+
 def test_joint_limits_lie_inside_the_simulated_model_ranges():
     model, ids = build_model("reach")
     sim_range = model.jnt_range[:7] + SIM_JOINT_OFFSETS[:, None]

@@ -33,10 +33,18 @@ class Kinematics:
         self._offsets = np.asarray(robot.sim_joint_offsets)
         self._jacp = np.zeros((3, self.model.nv))
         self._jacr = np.zeros((3, self.model.nv))
+        # The joint positions the model was last posed at, and whether mj_comPos followed: a
+        # control step asks for the TCP and the Jacobian of one state several times.
+        self._posed: np.ndarray | None = None
+        self._com_done = False
 
     def _set(self, joint_pos: Sequence[float]) -> None:
-        self.data.qpos[self._qpos] = np.asarray(joint_pos) - self._offsets
+        q = np.asarray(joint_pos, dtype=np.float64)
+        if self._posed is not None and np.array_equal(q, self._posed):
+            return
+        self.data.qpos[self._qpos] = q - self._offsets
         self._mj.mj_kinematics(self.model, self.data)
+        self._posed, self._com_done = q.copy(), False
 
     def ee_pos(self, joint_pos: Sequence[float]) -> np.ndarray:
         """TCP position (m, base frame)."""
@@ -52,7 +60,9 @@ class Kinematics:
     def ee_jacobian(self, joint_pos: Sequence[float], rotation: bool = False) -> np.ndarray:
         """3x7 position Jacobian of the TCP (6x7 with ``rotation``: angular rows below)."""
         self._set(joint_pos)
-        self._mj.mj_comPos(self.model, self.data)
+        if not self._com_done:
+            self._mj.mj_comPos(self.model, self.data)
+            self._com_done = True
         self._mj.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self._site)
         if rotation:
             return np.vstack([self._jacp[:, self._dof], self._jacr[:, self._dof]])
