@@ -96,3 +96,41 @@ def test_adr_on_the_batched_backend_draws_each_worlds_ranges(tmp_path):
     assert cb.boundary_episodes == 4
     assert sum(len(b) for b in cb.state.buffers.values()) == 4
     env.close()
+
+
+def test_a_warp_run_resumes_from_its_checkpoint_with_rsl_rls_optimizer(tmp_path):
+    """Each checkpoint carries rsl_rl's actor, critic, optimizer and the normalizer
+    (checkpoints/rsl_N.pt); a resumed run continues from them: Adam's step count goes on from
+    the checkpoint's (a fresh optimizer would restart it), and the logs continue without
+    repeating steps."""
+    path = str(tmp_path / "run")
+    os.makedirs(path)
+    cfg = _warp_config(steps=64)
+    rundir.write_config(path, cfg)
+    train(path, cfg, progress=False)
+    ckdir = os.path.join(path, rundir.CHECKPOINT_DIR)
+    first = torch.load(os.path.join(ckdir, "rsl_64.pt"), weights_only=False)
+    adam_steps = [float(s["step"]) for s in first["optimizer"]["state"].values()]
+    assert first["steps"] == 64 and min(adam_steps) > 0
+
+    cfg = {**cfg, "total_timesteps": 128}
+    rundir.write_config(path, cfg)
+    out = train(path, cfg, progress=False, resume_from=rundir.load_run(path).latest_checkpoint())
+    run = rundir.load_run(path)
+    assert run.timesteps == 128 == out["steps"]
+    second = torch.load(os.path.join(ckdir, "rsl_128.pt"), weights_only=False)
+    resumed_steps = [float(s["step"]) for s in second["optimizer"]["state"].values()]
+    # Two iterations before, two after, the same number of updates each: twice the count.
+    np.testing.assert_allclose(resumed_steps, [2 * s for s in adam_steps])
+    import csv
+
+    with open(os.path.join(path, rundir.LOG_DIR, "progress.csv")) as f:
+        steps = [int(float(r["time/total_timesteps"])) for r in csv.DictReader(f)
+                 if r.get("time/total_timesteps")]  # fmt: skip
+    assert steps == sorted(set(steps)) and steps[-1] == 128 and 64 in steps, steps
+
+    # A checkpoint without the rsl_rl state (an older run) is refused, naming the file.
+    os.remove(os.path.join(ckdir, "rsl_128.pt"))
+    with pytest.raises(rundir.RunError, match="rsl_128.pt"):
+        train(path, {**cfg, "total_timesteps": 192}, progress=False,
+              resume_from=rundir.load_run(path).latest_checkpoint())  # fmt: skip

@@ -57,6 +57,18 @@ class TorchVecNormalize:
         )
         self.returns = torch.zeros(n, **f64)
 
+    _STATE = ("mean", "var", "count", "ret_mean", "ret_var", "ret_count")
+
+    def state(self) -> dict:
+        """The running statistics (a resumed run restores them; returns restart with the
+        worlds)."""
+        return {k: getattr(self, k) for k in self._STATE}
+
+    def load_state(self, state: dict) -> None:
+        for k in self._STATE:
+            v = state[k]
+            setattr(self, k, v.to(self.mean.device) if isinstance(v, torch.Tensor) else v)
+
     def observation(self, x: torch.Tensor, update: bool) -> torch.Tensor:
         if not self.norm_obs:
             return x
@@ -187,6 +199,46 @@ class SB3Mirror:
             self.vecnorm.ret_rms.mean = np.asarray(float(norm.ret_mean), dtype=np.float64)
 
 
+RSL_STATE = "rsl_{}.pt"  # in checkpoints/, beside model_N.zip: what rsl_rl needs to resume
+
+
+def save_rsl_state(path: str, alg: Any, norm: TorchVecNormalize, steps: int) -> None:
+    """rsl_rl's actor, critic and optimizer, the normalizer and torch's RNG at ``steps``,
+    written atomically before the checkpoint's ``latest.json`` can name the step."""
+    from manip_rl.fileio import atomic_path
+
+    state = {
+        "steps": int(steps),
+        "actor": alg.actor.state_dict(),
+        "critic": alg.critic.state_dict(),
+        "optimizer": alg.optimizer.state_dict(),
+        "normalizer": norm.state(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    ckdir = os.path.join(path, rundir.CHECKPOINT_DIR)
+    os.makedirs(ckdir, exist_ok=True)
+    with atomic_path(os.path.join(ckdir, RSL_STATE.format(steps))) as tmp:
+        torch.save(state, tmp)
+    for name in os.listdir(ckdir):  # keep the states whose checkpoints rundir keeps
+        if name.startswith("rsl_") and name.endswith(".pt") and name != RSL_STATE.format(steps):
+            n = name[len("rsl_") : -len(".pt")]
+            if not os.path.exists(os.path.join(ckdir, f"model_{n}.zip")):
+                os.remove(os.path.join(ckdir, name))
+
+
+def load_rsl_state(path: str, resume_from: dict) -> dict:
+    """The rsl_rl state of the checkpoint ``resume_from`` (``latest.json``'s entry)."""
+    steps = int(resume_from["timesteps"])
+    f = os.path.join(path, rundir.CHECKPOINT_DIR, RSL_STATE.format(steps))
+    if not os.path.isfile(f):
+        raise rundir.RunError(
+            f"{path}: the checkpoint at {steps} steps has no rsl_rl state ({f} is missing: "
+            "written by every --backend warp checkpoint since resume was added); start a new "
+            "run. Its models are ordinary SB3 files for eval and export"
+        )
+    return torch.load(f, map_location="cpu", weights_only=False)
+
+
 def _linears(module: torch.nn.Module) -> list[torch.nn.Linear]:
     return [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
 
@@ -261,13 +313,9 @@ def train_warp(
 ) -> None:
     """Train the run at ``path`` (config.yaml written) on ``cfg["n_envs"]`` Warp worlds on
     ``cfg["device"]``; writes the same run directory as the SB3 path."""
-    if resume_from is not None:
-        raise rundir.RunError(
-            f"{path}: resuming a --backend warp run is not supported yet (rsl_rl's optimizer "
-            "state is not checkpointed); start a new run. Its models are ordinary SB3 files "
-            "for eval and export"
-        )
     check_config(cfg)
+    saved = load_rsl_state(path, resume_from) if resume_from is not None else None
+    done_steps = int(saved["steps"]) if saved else 0
     try:
         from rsl_rl.algorithms import PPO
 
@@ -294,28 +342,43 @@ def train_warp(
     reward_type = (
         "dense" if cfg["env_id"].split("/")[-1].split("-v")[0].endswith("Dense") else "sparse"
     )
-    adr = AdrCallback.for_run(path, cfg, None)
+    adr = AdrCallback.for_run(path, cfg, resume_from)
     hook, world_done = _adr_hooks(adr, cfg, spec.key, n, seed) if adr else (None, None)
+    # A resumed run's worlds start afresh from seeds it has not used (as the SB3 path does).
+    env_seed = seed + done_steps
     env = WarpVecEnv(
         spec.name, n, device=device, reward_type=reward_type,
         action_mode=cfg.get("action_mode"), randomization=cfgmod.randomization_dict(cfg),
-        seed=seed, before_reset=hook, batch_randomization=True if adr else None,
+        seed=env_seed, before_reset=hook, batch_randomization=True if adr else None,
         **(cfg.get("train_env_kwargs") or {}),
     )  # fmt: skip
     gamma = float(cfg["hyperparams"].get("gamma", 0.99))
     norm = TorchVecNormalize(env.layout.flat_dim, n, env.device, cfg.get("normalize"), gamma)
     renv = RslEnv(env, norm)
-    obs = renv.reset(seed)
+    obs = renv.reset(env_seed)
     obs = renv.get_observations(update=True)  # VecNormalize counts the reset observations too
     rcfg = rsl_config(cfg, n)
     with contextlib.redirect_stdout(io.StringIO()):  # rsl_rl prints the model summaries
         alg = PPO.construct_algorithm(obs, renv, rcfg, str(env.device))
     mirror = SB3Mirror(cfg, seed)
+    if saved is not None:
+        from manip_rl.policies.run_logs import truncate_logs
+
+        alg.actor.load_state_dict(saved["actor"])
+        alg.critic.load_state_dict(saved["critic"])
+        alg.optimizer.load_state_dict(saved["optimizer"])
+        norm.load_state(saved["normalizer"])
+        torch.set_rng_state(saved["torch_rng"])
+        obs = renv.get_observations()  # the fresh worlds under the restored statistics
+        mirror.model.num_timesteps = done_steps
+        mirror.sync(alg.actor, alg.critic, norm)
+        truncate_logs(path, done_steps)
     logger = configure(os.path.join(path, rundir.LOG_DIR), ["tensorboard"])
     logger.output_formats.append(ResumableCSV(os.path.join(path, rundir.LOG_DIR, "progress.csv")))
     mirror.model.set_logger(logger)
-    cb = RunCallback(path, cfg, None)
+    cb = RunCallback(path, cfg, resume_from)
     cb.init_callback(mirror.model)
+    cb.checkpoint_hooks.append(lambda steps: save_rsl_state(path, alg, norm, steps))
     if adr is not None:
         adr.init_callback(mirror.model)
         renv.world_done = lambda worlds, success: world_done(worlds, success, mirror.model)
@@ -323,10 +386,10 @@ def train_warp(
     per_iteration = n * rcfg["num_steps_per_env"]
     iterations = max(1, math.ceil(cfg["total_timesteps"] / per_iteration))
     t_start = time.monotonic()
-    steps = 0
+    steps = done_steps
     restore_sigterm = sigterm_as_interrupt()  # SIGTERM ends the run with a checkpoint, as Ctrl-C
     try:
-        for it in range(iterations):
+        for it in range(done_steps // per_iteration, iterations):
             t0 = time.monotonic()
             with torch.inference_mode():
                 for _ in range(rcfg["num_steps_per_env"]):
@@ -356,7 +419,8 @@ def train_warp(
     except KeyboardInterrupt:
         cb.save_checkpoint()
         env.close()
-        print(f"\ninterrupted at {mirror.model.num_timesteps} steps (a warp run cannot resume)")
+        print(f"\ninterrupted at {mirror.model.num_timesteps} steps; continue with "
+              f"`manip-rl train --resume {path}`")  # fmt: skip
         raise SystemExit(130) from None
     finally:
         restore_sigterm()
