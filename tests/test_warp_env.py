@@ -59,10 +59,9 @@ def test_the_warp_trainer_refuses_algorithms_it_does_not_run():
 
 @pytest.mark.parametrize("task", registry.names())
 def test_batched_dense_rewards_are_the_cpu_envs_compute_reward(task):
-    """task_terms' torch formulas against each task's own compute_reward, on random goals, TCP
-    positions and grasp flags: a change to a task's reward not made for the batched backend
-    fails here (the sparse reward is compared step by step in test_warp_parity.py)."""
-    from manip_rl.envs.warp import task_terms
+    """Each task's own reward terms, run on torch tensors (xp=TORCH, as the batched backend
+    does), against the CPU env's compute_reward on random goals, TCP positions and grasp flags."""
+    from manip_rl.envs.warp.torch_ops import TORCH
 
     spec = registry.get(task)
     env = gym.make(spec.dense_env_id).unwrapped
@@ -75,10 +74,17 @@ def test_batched_dense_rewards_are_the_cpu_envs_compute_reward(task):
     info = {"ee_pos": ee, "is_grasped": grasped}
     want = env.compute_reward(achieved, desired, info)
     t = {k: torch.as_tensor(v) for k, v in info.items()}
-    terms = task_terms.dense_terms(spec.key)(
-        torch.as_tensor(achieved), torch.as_tensor(desired), t["ee_pos"], t["is_grasped"],
-        spec.reward_scales, env.distance_threshold,
-    )  # fmt: skip
+    terms = env._dense_terms(
+        torch.as_tensor(achieved), torch.as_tensor(desired), t["ee_pos"], t["is_grasped"], xp=TORCH
+    )
+    assert all(isinstance(v, torch.Tensor) and v.dtype == torch.float32 for v in terms.values())
     got = sum(terms.values())
     np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
     env.close()
+
+
+def test_torch_ops_names_a_missing_function():
+    from manip_rl.envs.warp.torch_ops import TORCH
+
+    with pytest.raises(AttributeError, match=r"torch_ops.py has no 'hypot'.*xp.hypot"):
+        _ = TORCH.hypot

@@ -339,20 +339,29 @@ class PandaEnv(gym.Env):
         total = sum(terms.values())
         return np.float32(total) if np.ndim(total) == 0 else total.astype(np.float32)
 
+    # Control steps a task's success must hold for (None: success is instantaneous); the
+    # batched backend's success test reads it.
+    success_hold_steps: int | None = None
+
     def _dense_terms(
         self,
         achieved: np.ndarray,
         desired: np.ndarray,
         ee: np.ndarray | None,
         grasped: np.ndarray | None = None,
+        xp: Any = np,
     ) -> dict[str, np.ndarray]:
         """The dense reward's terms, by name, for (batches of) achieved goal, desired goal,
         TCP position and grasp flag (``ee`` and ``grasped`` are None where a task's terms do not
         use them). One function
         serves the step and ``compute_reward``, so relabelled goals get exactly the reward a
-        step would have given. Default: minus the distance."""
+        step would have given. ``xp`` is the array module the terms are computed with: numpy
+        here, :data:`manip_rl.envs.warp.torch_ops.TORCH` (numpy's names on torch tensors) for
+        the batched backend, so a task's reward is written once, with ``xp.`` where it would
+        write ``np.`` (``sqrt``, ``tanh``, ``sum(axis=, keepdims=)``, ``maximum``, ``where``,
+        ``asarray``). Default: minus the distance."""
         diff = achieved - desired
-        return {"goal_distance": -np.sqrt(np.sum(diff * diff, axis=-1))}
+        return {"goal_distance": -xp.sqrt(xp.sum(diff * diff, axis=-1))}
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +70,8 @@ class PandaLiftEnv(PandaEnv):
     **Version history.** v0: first release.
     """
 
+    success_hold_steps = HOLD_STEPS  # the batched backend's success test reads it
+
     task_spec = TASK
     dense_uses_ee = True
     dense_uses_grasp = True
@@ -104,14 +107,15 @@ class PandaLiftEnv(PandaEnv):
         desired: np.ndarray,
         ee: np.ndarray | None,
         grasped: np.ndarray | None = None,
+        xp: Any = np,
     ) -> dict[str, np.ndarray]:
-        d_grasp, d_goal = grasp_and_goal_distances(ee, achieved, desired)
-        held = np.asarray(grasped, dtype=np.float64)
+        d_grasp, d_goal = grasp_and_goal_distances(ee, achieved, desired, xp)
+        held = xp.asarray(grasped, dtype=xp.float64)
         scales = self.task_spec.reward_scales
         return {
-            "reach": scales["reach"] * (1.0 - np.tanh(TANH_SCALE * d_grasp)),
+            "reach": scales["reach"] * (1.0 - xp.tanh(TANH_SCALE * d_grasp)),
             "grasp": scales["grasp"] * held,
-            "lift": scales["lift"] * held * (1.0 - np.tanh(TANH_SCALE * d_goal)),
+            "lift": scales["lift"] * held * (1.0 - xp.tanh(TANH_SCALE * d_goal)),
         }
 
 

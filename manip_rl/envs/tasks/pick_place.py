@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import mujoco
 import numpy as np
@@ -51,14 +52,15 @@ _ARM_UPPER = policy_io.PANDA_JOINT_UPPER - policy_io.SIM_JOINT_OFFSETS
 
 
 def grasp_and_goal_distances(
-    ee: np.ndarray, achieved: np.ndarray, desired: np.ndarray
+    ee: np.ndarray, achieved: np.ndarray, desired: np.ndarray, xp: Any = np
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(TCP to its grasp point above the cube, cube to goal) in m, for batches of positions."""
+    """(TCP to its grasp point above the cube, cube to goal) in m, for batches of positions
+    (``xp``: as for ``PandaEnv._dense_terms``)."""
     rel = ee - achieved
     rel_z = rel[..., 2] - GRASP_HEIGHT
-    d_grasp = np.sqrt(np.sum(rel[..., :2] * rel[..., :2], axis=-1) + rel_z * rel_z)
+    d_grasp = xp.sqrt(xp.sum(rel[..., :2] * rel[..., :2], axis=-1) + rel_z * rel_z)
     diff = achieved - desired
-    return d_grasp, np.sqrt(np.sum(diff * diff, axis=-1))
+    return d_grasp, xp.sqrt(xp.sum(diff * diff, axis=-1))
 
 
 class PandaPickPlaceEnv(PandaPushEnv):
@@ -110,14 +112,15 @@ class PandaPickPlaceEnv(PandaPushEnv):
         desired: np.ndarray,
         ee: np.ndarray | None,
         grasped: np.ndarray | None = None,
+        xp: Any = np,
     ) -> dict[str, np.ndarray]:
-        d_grasp, d_goal = grasp_and_goal_distances(ee, achieved, desired)
-        held = np.asarray(grasped, dtype=np.float64)
+        d_grasp, d_goal = grasp_and_goal_distances(ee, achieved, desired, xp)
+        held = xp.asarray(grasped, dtype=xp.float64)
         scales = self.task_spec.reward_scales
-        reach = scales["reach"] * (1.0 - np.tanh(TANH_SCALE * d_grasp)) / STAGES
+        reach = scales["reach"] * (1.0 - xp.tanh(TANH_SCALE * d_grasp)) / STAGES
         grasp = scales["grasp"] * held / STAGES
-        place = scales["place"] * held * (1.0 - np.tanh(TANH_SCALE * d_goal)) / STAGES
-        success = np.where(d_goal < self.distance_threshold, 1.0 - reach - grasp - place, 0.0)
+        place = scales["place"] * held * (1.0 - xp.tanh(TANH_SCALE * d_goal)) / STAGES
+        success = xp.where(d_goal < self.distance_threshold, 1.0 - reach - grasp - place, 0.0)
         return {"reach": reach, "grasp": grasp, "place": place, "success": success}
 
     def _reset_task(self, options: Mapping) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -113,19 +114,20 @@ class PandaPushEnv(PandaEnv):
         desired: np.ndarray,
         ee: np.ndarray | None,
         grasped: np.ndarray | None = None,
+        xp: Any = np,
     ) -> dict[str, np.ndarray]:
         to_goal = desired[..., :2] - achieved[..., :2]
-        norm = np.sqrt(np.sum(to_goal * to_goal, axis=-1, keepdims=True))
-        pose_xy = achieved[..., :2] - PUSH_BEHIND * to_goal / np.maximum(norm, 1e-3)
+        norm = xp.sqrt(xp.sum(to_goal * to_goal, axis=-1, keepdims=True))
+        pose_xy = achieved[..., :2] - PUSH_BEHIND * to_goal / xp.maximum(norm, 1e-3)
         dxy = ee[..., :2] - pose_xy
         dz = ee[..., 2] - (achieved[..., 2] + PUSH_HEIGHT)
-        d_pose = np.sqrt(np.sum(dxy * dxy, axis=-1) + dz * dz)
+        d_pose = xp.sqrt(xp.sum(dxy * dxy, axis=-1) + dz * dz)
         diff = achieved - desired
-        d_goal = np.sqrt(np.sum(diff * diff, axis=-1))
+        d_goal = xp.sqrt(xp.sum(diff * diff, axis=-1))
         scales = self.task_spec.reward_scales
-        approach = scales["approach"] * (1.0 - np.tanh(TANH_SCALE * d_pose)) / 3.0
-        place = scales["place"] * (1.0 - np.tanh(TANH_SCALE * d_goal)) / 3.0
-        success = np.where(d_goal < self.distance_threshold, 1.0 - approach - place, 0.0)
+        approach = scales["approach"] * (1.0 - xp.tanh(TANH_SCALE * d_pose)) / 3.0
+        place = scales["place"] * (1.0 - xp.tanh(TANH_SCALE * d_goal)) / 3.0
+        success = xp.where(d_goal < self.distance_threshold, 1.0 - approach - place, 0.0)
         return {"approach": approach, "place": place, "success": success}
 
 

@@ -6,7 +6,7 @@ CPU device, reached the Gymnasium way::
 
 Needs the ``warp`` extra (``pip install -e .[warp]``). Modules: :mod:`.batch` (the worlds on
 the device, per-world model fields), :mod:`.resets` (resets by the CPU env's own code),
-:mod:`.task_terms` (rewards on torch), :mod:`.vec_env` (the ``VectorEnv``). See docs/warp.md.
+:mod:`.torch_ops` (numpy's names on torch, for the tasks' own reward terms), :mod:`.vec_env` (the ``VectorEnv``). See docs/warp.md.
 """
 
 from __future__ import annotations

@@ -28,9 +28,9 @@ from gymnasium.vector.utils import batch_space
 from manip_rl import policy_io
 from manip_rl.envs import registry, scene
 from manip_rl.envs.base import PandaEnv
-from manip_rl.envs.warp import task_terms
 from manip_rl.envs.warp.batch import BatchedScene
 from manip_rl.envs.warp.resets import HostResets, ResetBatch
+from manip_rl.envs.warp.torch_ops import TORCH
 
 NOISE_SOURCES = ("torch", "numpy")
 _S = policy_io.SENSOR_SLICES
@@ -109,8 +109,8 @@ class WarpVecEnv(gym.vector.VectorEnv):
         self._split = builder._split
         self._threshold = float(host.distance_threshold)
         self._threshold_sq32 = torch.tensor(host._threshold_sq, **f32)
-        self._terms = task_terms.dense_terms(spec.key)
-        self._hold = task_terms.HOLD_STEPS.get(spec.key)
+        self._terms = host._dense_terms  # the task's own reward terms, given xp=TORCH
+        self._hold = host.success_hold_steps
         self._needs_grasp = host.dense_uses_grasp or self._hold is not None
         o = ids.object_qpos
         self._obj = slice(o, o + 7) if ids.object_body >= 0 else None
@@ -340,9 +340,7 @@ class WarpVecEnv(gym.vector.VectorEnv):
             diff = achieved - desired
             far = torch.sum(diff * diff, dim=1) > self._threshold_sq32
             return {"goal_reached": -far.to(torch.float32)}
-        return self._terms(
-            achieved, desired, ee, grasped, self.task_spec.reward_scales, self._threshold
-        )
+        return self._terms(achieved, desired, ee, grasped, xp=TORCH)
 
     def _true_achieved(self) -> torch.Tensor:
         s = self.scene.state
