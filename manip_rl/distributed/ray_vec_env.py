@@ -110,7 +110,12 @@ class EnvGroup:
                         )
                 except Exception as e:  # noqa: BLE001 - re-raised in the driver
                     answer = (False, _picklable(e))
-                conn.send(answer)
+                try:
+                    conn.send(answer)
+                except (EOFError, OSError):
+                    return
+                except Exception as e:  # noqa: BLE001 - pickling fails before anything is sent
+                    conn.send((False, RuntimeError(f"the {cmd} result cannot be pickled: {e}")))
 
     def where(self) -> dict:
         import os
