@@ -30,6 +30,10 @@ from manip_rl.robots.motion import SAMPLE_PERIOD, hermite_cubic
 # have their own tolerances; this one is far below any margin the bridge plans with).
 REFLEX_TOLERANCE = 1e-6
 
+# Up to this many 1 kHz ticks, EmulatedArm.advance samples them one by one (about 55 us a tick
+# here); beyond, as arrays (about 200 us a call, a little more per tick).
+_FEW_TICKS = 4
+
 Point = tuple[float, np.ndarray, np.ndarray | None]  # (absolute time s, positions, velocities)
 
 
@@ -233,7 +237,11 @@ class EmulatedArm:
         return self.interpolator.set_trajectory(max(t, self._tick * self.dt), points)
 
     def advance(self, t: float) -> np.ndarray:
-        """Run the 1 kHz ticks up to ``t``; the commanded position at ``t``."""
+        """Run the 1 kHz ticks up to ``t``; the commanded position at ``t``. A few ticks (a
+        simulator's physics step) run one at a time, more as arrays: the same results
+        (tested), each the faster way for its size."""
+        if int(np.floor(t / self.dt + 1e-9)) - self._tick <= _FEW_TICKS:
+            return self.advance_tick_by_tick(t)
         return self.advance_through(np.array([float(t)]))[0]
 
     def advance_through(self, times: np.ndarray) -> np.ndarray:
