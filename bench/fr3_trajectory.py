@@ -9,6 +9,13 @@ counting the reflexes; and N episodes of the same env in-process with ``trajecto
 parameters of launch/config/sim.yaml. Targets (issue 16): 0 reflexes, success within 5 points.
 
     nice python bench/fr3_trajectory.py --episodes 20 --json fr3.json
+    python bench/fr3_trajectory.py --scripted --episodes 20   # the task itself, no policy
+
+``--scripted`` runs each task's scripted controller in-process on the env's default servos and
+on the FR3 path (same filter, interpolation, reflex and sim.yaml parameters), with the tracking
+of each: how much of each step's commanded joint motion the FR3 path delivers within the step.
+It says whether a task is still solvable in its episode under the FR3's limits, whatever the
+policy.
 
 It also prints the machine's load average: the ROS 2 reflex count depends on how late commands
 reach sim_arm, which on a shared machine is set by the other load.
@@ -57,6 +64,53 @@ def in_process(policy_path: str, episodes: int, seed: int) -> dict:
     return {"episodes": episodes, "successes": wins, "reflexes": reflexes}
 
 
+def scripted(task: str, episodes: int, seed: int, fr3: bool) -> dict:
+    """The task's scripted controller in-process, randomized: successes, reflexes and, on the
+    FR3 path, the median fraction of each step's commanded joint motion delivered by its end."""
+    import gymnasium as gym
+    import numpy as np
+
+    from manip_rl.envs import registry
+
+    spec = registry.get(task)
+    params = {k: v for k, v in sim_bridge_params().items() if k not in ("output", "robot")}
+    kwargs = {"trajectory_robot": "fr3", "trajectory_params": params} if fr3 else {}
+    env = gym.make(spec.dense_env_id, action_mode="ee_delta", randomization="default", **kwargs)
+    controller = registry.scripted_controller(env)
+    path = env.unwrapped._trajectory_path
+    delivered: list[float] = []
+    if path is not None:  # record each step's target and where the command stood at its end
+        command, positions = path.command, path.positions
+        step: dict = {}
+
+        def record_command(targets, measured, t):
+            step.update(target=np.array(targets), start=np.array(measured))
+            command(targets, measured, t)
+
+        def record_positions(times):
+            out = positions(times)
+            asked = np.abs(step["target"] - step["start"]).max()
+            if asked > 1e-3:
+                delivered.append(1.0 - np.abs(step["target"] - out[-1]).max() / asked)
+            return out
+
+        path.command, path.positions = record_command, record_positions
+    wins = reflexes = 0
+    for ep in range(episodes):
+        obs, info = env.reset(seed=seed + ep)
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(controller(obs))
+            done = terminated or truncated
+        wins += bool(info["is_success"])
+        reflexes = int(info.get("reflexes", 0))
+    env.close()
+    out = {"episodes": episodes, "successes": wins, "reflexes": reflexes}
+    if delivered:
+        out["delivered_median"] = round(float(np.median(delivered)), 3)
+    return out
+
+
 def over_ros(policy_path: str, episodes: int) -> dict:
     from manip_rl.ros_bridge.session import SimSession
 
@@ -92,8 +146,26 @@ def main() -> int:
     p.add_argument("--tasks", nargs="+", default=list(POLICIES), choices=list(POLICIES))
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--json", help="write the figures here")
+    p.add_argument("--scripted", action="store_true",
+                   help="the scripted controllers on the default servos and the FR3 path instead")  # fmt: skip
     args = p.parse_args()
     results = {}
+    if args.scripted:
+        names = {"push": "PandaPush", "pick_place": "PandaPickPlace"}
+        for task in args.tasks:
+            results[task] = {
+                "default_servos": scripted(names[task], args.episodes, args.seed, fr3=False),
+                "fr3_path": scripted(names[task], args.episodes, args.seed, fr3=True),
+            }
+            for name, r in results[task].items():
+                extra = (
+                    f", delivered {r['delivered_median']:.0%}" if "delivered_median" in r else ""
+                )
+                print(f"{task:10s} scripted, {name:14s}: success {r['successes']}/{r['episodes']}, "
+                      f"reflexes {r['reflexes']}{extra}", flush=True)  # fmt: skip
+        if args.json:
+            atomic_write_text(args.json, json.dumps(results, indent=1))
+        return 0
     for task in args.tasks:
         path = str(POLICIES[task])
         t0 = time.monotonic()
