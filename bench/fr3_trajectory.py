@@ -77,7 +77,7 @@ def scripted(task: str, episodes: int, seed: int, fr3: bool) -> dict:
     kwargs = {"trajectory_robot": "fr3", "trajectory_params": params} if fr3 else {}
     env = gym.make(spec.dense_env_id, action_mode="ee_delta", randomization="default", **kwargs)
     controller = registry.scripted_controller(env)
-    path = env.unwrapped._trajectory_path
+    path = env.unwrapped.trajectory_path
     delivered: list[float] = []
     if path is not None:  # record each step's target and where the command stood at its end
         command, positions = path.command, path.positions

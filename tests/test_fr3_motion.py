@@ -257,3 +257,47 @@ def test_batched_ticks_match_the_tick_by_tick_reference(seed):
             np.testing.assert_allclose(row, arms[1].advance_tick_by_tick(t), rtol=0, atol=1e-12)
         assert arms[0].fault == arms[1].fault and arms[0].reflexes == arms[1].reflexes
     assert (faults > 0) == (seed >= 2), faults
+
+
+def test_an_env_on_the_fr3_path_matches_tick_by_tick_and_never_trips_the_reflex():
+    """gym.make(..., trajectory_robot="fr3"): the env's substeps take their commanded positions
+    from the batched ticks (advance_through); the same episode with every substep advanced tick
+    by tick gives the same observations, and random actions never fault the arm."""
+    import gymnasium as gym
+
+    import manip_rl  # noqa: F401
+
+    def episode(tick_by_tick: bool) -> tuple[list, int]:
+        env = gym.make("manip_rl/PandaPushDense-v0", action_mode="ee_delta",
+                       trajectory_robot="fr3")  # fmt: skip
+        u = env.unwrapped
+        path, asked = u.trajectory_path, []
+        batched = path.positions
+
+        def positions(times):
+            asked.append(np.array(times))
+            if tick_by_tick:
+                return np.array([path.arm.advance_tick_by_tick(t) for t in times])
+            return batched(times)
+
+        path.positions = positions
+        obs, _ = env.reset(seed=3)
+        rng = np.random.default_rng(0)
+        seen = []
+        for _ in range(40):
+            obs, _, _, _, info = env.step(rng.uniform(-1, 1, 4).astype(np.float32))
+            seen.append(obs["observation"].copy())
+            # One call a step: the end of each of its 15 substeps, the last the step's end.
+            times = asked.pop()
+            dt = u.model.opt.timestep
+            assert not asked and len(times) == 15
+            np.testing.assert_allclose(np.diff(times), dt, rtol=1e-6)
+            assert abs(times[-1] - u.data.time) < 1e-9
+        env.close()
+        return seen, info["reflexes"]
+
+    batched, reflexes = episode(False)
+    reference, _ = episode(True)
+    assert reflexes == 0
+    for a, b in zip(batched, reference, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)

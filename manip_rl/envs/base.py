@@ -339,6 +339,12 @@ class PandaEnv(gym.Env):
         total = sum(terms.values())
         return np.float32(total) if np.ndim(total) == 0 else total.astype(np.float32)
 
+    @property
+    def trajectory_path(self) -> Any:
+        """The FR3-style command path (:class:`manip_rl.ros_bridge.arm_path.TrajectoryCommandPath`)
+        when made with ``trajectory_robot=...``, else None."""
+        return self._trajectory_path
+
     # Control steps a task's success must hold for (None: success is instantaneous); the
     # batched backend's success test reads it.
     success_hold_steps: int | None = None

@@ -62,10 +62,6 @@ class TrajectoryCommandPath:
             points = [(t0 + dt, q, v) for dt, q, v in decision.plan.points()]
             self.arm.command_trajectory(t, points)
 
-    def position(self, t: float) -> np.ndarray:
-        """The commanded joint positions at ``t`` (robot convention)."""
-        return self.arm.advance(t)
-
     def positions(self, times: np.ndarray) -> np.ndarray:
         """The commanded joint positions at each of the increasing ``times`` (one row each)."""
         return self.arm.advance_through(times)
