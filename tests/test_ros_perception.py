@@ -25,6 +25,7 @@ from std_srvs.srv import SetBool  # noqa: E402
 from test_ros_bridge import GOAL_TOPIC, STATE_TIMEOUT, FakeArm, within_real_limits  # noqa: E402
 
 from manip_rl.ros_bridge import dds  # noqa: E402
+from manip_rl.ros_bridge.perception import stamp_seconds  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -95,6 +96,14 @@ def start_bridge(policy: str, log_path, *params: str):
 @pytest.fixture
 def arm(ros_context):
     a = GuardArm(ros_context)
+    yield a
+    a.close()
+
+
+@pytest.fixture
+def sim_arm(ros_context):
+    """The arm side on a simulated clock (stamps and /clock at SIM_T0 + elapsed)."""
+    a = GuardArm(ros_context, sim_time=True)
     yield a
     a.close()
 
@@ -213,27 +222,24 @@ def test_commands_whose_tcp_leaves_the_workspace_are_not_sent(arm, bridge, tmp_p
 @pytest.mark.parametrize(
     "bridge", [("-p", "use_sim_time:=true", "-p", "stamp_future_tolerance:=0.1")], indirect=True
 )
-def test_sim_time_ages_stamps_on_the_clock_topic(ros_context, bridge, tmp_path):
-    arm = GuardArm(ros_context, sim_time=True)
-    try:
-        assert _wait_active(arm, tmp_path), _log(tmp_path)
-        assert _enable(arm).success
-        arm.spin(1.0)
-        # (stamp_future_tolerance 0.1 s: a state stamped on the publisher's newest sim time may
-        # arrive before that /clock message does, by up to a /clock period plus delivery.)
-        # Stamps in sim time (5000 s) would all be stale against the wall clock: commands prove
-        # that the ages and the control timer are on /clock.
-        assert len(arm.commands) > 10, _log(tmp_path)
-        assert within_real_limits([c for _, c in arm.commands])
-        # A publisher on the wall clock while the bridge is on sim time: stamps 1.8e9 s "in the
-        # future". The bridge holds and says so.
-        arm.state_on_wall_clock = True
-        t_bad = time.monotonic()
-        arm.spin(0.8)
-        assert len(_held(arm, t_bad + 0.15, t_bad + 0.8)) >= 3
-        assert "stamped" in _log(tmp_path) and "in the future" in _log(tmp_path)
-    finally:
-        arm.close()
+def test_sim_time_ages_stamps_on_the_clock_topic(sim_arm, bridge, tmp_path):
+    arm = sim_arm
+    assert _wait_active(arm, tmp_path), _log(tmp_path)
+    assert _enable(arm).success
+    arm.spin(1.0)
+    # (stamp_future_tolerance 0.1 s: a state stamped on the publisher's newest sim time may
+    # arrive before that /clock message does, by up to a /clock period plus delivery.)
+    # Stamps in sim time (5000 s) would all be stale against the wall clock: commands prove
+    # that the ages and the control timer are on /clock.
+    assert len(arm.commands) > 10, _log(tmp_path)
+    assert within_real_limits([c for _, c in arm.commands])
+    # A publisher on the wall clock while the bridge is on sim time: stamps 1.8e9 s "in the
+    # future". The bridge holds and says so.
+    arm.state_on_wall_clock = True
+    t_bad = time.monotonic()
+    arm.spin(0.8)
+    assert len(_held(arm, t_bad + 0.15, t_bad + 0.8)) >= 3
+    assert "stamped" in _log(tmp_path) and "in the future" in _log(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -241,33 +247,27 @@ def test_sim_time_ages_stamps_on_the_clock_topic(ros_context, bridge, tmp_path):
     [("-p", "use_sim_time:=true", "-p", "stamp_future_tolerance:=0.1", "-p", "output:=trajectory")],
     indirect=True,
 )
-def test_sim_time_reaches_the_trajectory_stamps(ros_context, bridge, tmp_path):
+def test_sim_time_reaches_the_trajectory_stamps(sim_arm, bridge, tmp_path):
     """With use_sim_time the plans are timed on /clock: each JointTrajectory is stamped at the
     sim time it was planned (SIM_T0 + elapsed), not at a wall-clock instant shifted by an
     offset measured once (1.8e9 s away)."""
-    arm = GuardArm(ros_context, sim_time=True)
-    try:
-        assert _wait_active(arm, tmp_path), _log(tmp_path)
-        assert _enable(arm).success
-        arm.spin(1.5)
-        assert len(arm.trajectories) > 10, _log(tmp_path)
-        lags = []
-        for _, msg in arm.trajectories:
-            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-            assert msg.points and len(msg.points[0].velocities) == 7
-            # arm.now() at the end bounds every stamp from above; /clock is published at
-            # 250 Hz, so a plan's sim time trails the publisher's by a few ms at most.
-            lags.append(arm.now() - stamp)
-        assert min(lags) > 0.0 and max(lags) < 2.0, (min(lags), max(lags))
-        # After the start plan (a rest at the measured position, sent unchanged for its 0.2 s:
-        # MotionLimits.start_time), plans one control period apart on /clock (25 Hz).
-        stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for _, m in arm.trajectories]
-        gaps = np.diff(stamps)
-        assert (gaps >= 0).all(), stamps
-        moving = gaps[gaps > 0][1:]  # (the first: from the start plan's stamp)
-        assert len(moving) > 10 and 0.03 < float(np.median(moving)) < 0.05, gaps
-    finally:
-        arm.close()
+    arm = sim_arm
+    assert _wait_active(arm, tmp_path), _log(tmp_path)
+    assert _enable(arm).success
+    arm.spin(1.5)
+    assert len(arm.trajectories) > 10, _log(tmp_path)
+    assert all(m.points and len(m.points[0].velocities) == 7 for _, m in arm.trajectories)
+    stamps = [stamp_seconds(m.header.stamp) for _, m in arm.trajectories]
+    # arm.now() at the end bounds every stamp from above; /clock is published at 250 Hz, so a
+    # plan's sim time trails the publisher's by a few ms at most.
+    lags = [arm.now() - t for t in stamps]
+    assert min(lags) > 0.0 and max(lags) < 2.0, (min(lags), max(lags))
+    # After the start plan (a rest at the measured position, sent unchanged for its 0.2 s:
+    # MotionLimits.start_time), plans one control period apart on /clock (25 Hz).
+    gaps = np.diff(stamps)
+    assert (gaps >= 0).all(), stamps
+    moving = gaps[gaps > 0][1:]  # (the first: from the start plan's stamp)
+    assert len(moving) > 10 and 0.03 < float(np.median(moving)) < 0.05, gaps
 
 
 def test_the_gripper_topic_gets_open_close_on_change_and_a_slow_keepalive(arm, tmp_path):
