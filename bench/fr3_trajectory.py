@@ -47,9 +47,15 @@ def sim_bridge_params() -> dict:
     return {k: v for k, v in section.items() if k in bridge_params.PARAMETERS and k != "policy"}
 
 
+def trajectory_params() -> dict:
+    """sim.yaml's bridge parameters as the env's ``trajectory_params`` (output and robot are the
+    path's own)."""
+    return {k: v for k, v in sim_bridge_params().items() if k not in ("output", "robot")}
+
+
 def in_process(policy_path: str, episodes: int, seed: int) -> dict:
     policy = load_policy(policy_path)
-    params = {k: v for k, v in sim_bridge_params().items() if k not in ("output", "robot")}
+    params = trajectory_params()
     env = policy.make_env(randomization="default", trajectory_robot="fr3", trajectory_params=params)
     wins, reflexes = 0, 0
     for ep in range(episodes):
@@ -73,7 +79,7 @@ def scripted(task: str, episodes: int, seed: int, fr3: bool) -> dict:
     from manip_rl.envs import registry
 
     spec = registry.get(task)
-    params = {k: v for k, v in sim_bridge_params().items() if k not in ("output", "robot")}
+    params = trajectory_params()
     kwargs = {"trajectory_robot": "fr3", "trajectory_params": params} if fr3 else {}
     env = gym.make(spec.dense_env_id, action_mode="ee_delta", randomization="default", **kwargs)
     controller = registry.scripted_controller(env)

@@ -103,11 +103,9 @@ class EnvGroup:
                 except (EOFError, OSError):
                     return  # the driver closed the channel (or died)
                 try:
+                    serve = {"step": self.step, "reset": self.reset}[cmd]  # nothing else
                     with self._lock:
-                        answer = (
-                            True,
-                            self.step(payload) if cmd == "step" else self.reset(payload),
-                        )
+                        answer = (True, serve(payload))
                 except Exception as e:  # noqa: BLE001 - re-raised in the driver
                     answer = (False, _picklable(e))
                 try:
@@ -298,10 +296,7 @@ class RayVecEnv(ByIndexCalls):
         """Start ``cmd`` on every actor: a message on its channel (``None`` when the send
         failed: the actor is gone) or a Ray object ref."""
         if self.transport == "ray":
-            method = "step" if cmd == "step" else "reset"
-            return [
-                getattr(a, method).remote(p) for a, p in zip(self.actors, payloads, strict=True)
-            ]
+            return [getattr(a, cmd).remote(p) for a, p in zip(self.actors, payloads, strict=True)]
         sent = []
         for conn, payload in zip(self._conns, payloads, strict=True):
             try:
