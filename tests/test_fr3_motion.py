@@ -301,3 +301,32 @@ def test_an_env_on_the_fr3_path_matches_tick_by_tick_and_never_trips_the_reflex(
     assert reflexes == 0
     for a, b in zip(batched, reference, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.02, 0.08])
+@pytest.mark.parametrize("step", [0.02, 0.05, 0.1])
+def test_driving_into_a_joint_limit_stops_at_it(tolerance, step):
+    # What a policy does near a joint limit: each step's target is the measured position plus
+    # a delta past the limit, clamped to the limit by the safety filter. No plan may cross it
+    # (the arm would fault: the reflex's position check), however the speed built up.
+    limiter = MotionLimiter(
+        MotionLimits.for_robot(SERVED, T, LOWER, UPPER, timing_tolerance=tolerance)
+    )
+    arm = EmulatedArm(FR3, SERVED.home, t=0.0)
+    q = SERVED.home.copy()
+    limiter.plan_step(q, 0.0, q)
+    for k in range(1, 200):
+        now = 0.3 + k * T
+        q = arm.advance(now)
+        target = q.copy()
+        target[3] = max(q[3] - step, LOWER[3])  # joint 4 toward its lower limit
+        target[0] = min(q[0] + step, UPPER[0])  # joint 1 toward its upper limit
+        plan = limiter.plan_step(target, now, q)
+        p = plan_peaks(plan)
+        assert p["lowest"][3] >= LOWER[3] - 1e-9, (k, p["lowest"][3] - LOWER[3])
+        assert p["highest"][0] <= UPPER[0] + 1e-9, (k, p["highest"][0] - UPPER[0])
+        arm.command_trajectory(now, [(plan.t0 + t, pp, v) for t, pp, v in plan.points()])
+    arm.advance(0.3 + 200 * T + 2.0)
+    assert arm.reflexes == 0, arm.fault
+    assert abs(q[3] - LOWER[3]) < 0.02  # it got there (joint 1, 2.7 rad away, is on its way)
+    assert q[0] > SERVED.home[0] + 0.8

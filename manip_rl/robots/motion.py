@@ -36,6 +36,7 @@ from manip_rl.robots.description import RobotDescription
 
 SAMPLE_PERIOD = 0.001  # s; Franka's control loop and franka_ros2's controller_manager run at 1 kHz
 MAX_STOP_POINTS = 60  # points a plan's stop tail may take (2.4 s at 25 Hz; a stop takes < 1 s)
+MAX_SPEED_CUTS = 6  # halvings of a joint's speed toward a position limit its plan would cross
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,6 +239,20 @@ def plan_peaks(plan: TrajectoryPlan) -> dict[str, np.ndarray]:
     return out
 
 
+def _reach(
+    q0: np.ndarray,
+    v0: np.ndarray,
+    tail: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    period: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The lowest and highest position per joint over the segments from ``(q0, v0)`` through
+    the ``tail`` knots, each ``period`` s long: one :func:`segment_peaks` over all of them."""
+    qs = np.array([q0] + [k[0] for k in tail])
+    vs = np.array([v0] + [k[1] for k in tail])
+    p = segment_peaks(qs[:-1], vs[:-1], qs[1:], vs[1:], period)
+    return p["lowest"].min(axis=0), p["highest"].max(axis=0)
+
+
 class MotionLimiter:
     """Plans each control step's cubic trajectory toward a joint target; see the module
     docstring. Call :meth:`reset` when commanding starts (the arm at rest where it is)."""
@@ -280,6 +295,23 @@ class MotionLimiter:
         v1 = v0 + (a_s + a_e) * T / 2
         q1 = q0 + v0 * T + (a_s / 3 + a_e / 6) * T**2
         return q1, v1, a_e
+
+    def _tail(
+        self, q0: np.ndarray, v0: np.ndarray, a0: np.ndarray, v_ref: np.ndarray
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The knots after ``(q0, v0, a0)``: one segment toward ``v_ref``, then the stop tail
+        toward zero velocity until the arm is at rest (the last knot's velocity and
+        acceleration set to zero: a residual below 1e-9)."""
+        out = []
+        q, v, a = self._step(q0, v0, a0, v_ref)
+        for _ in range(MAX_STOP_POINTS + 1):
+            out.append((q, v, a))
+            if np.abs(v).max() < 1e-9 and np.abs(a).max() < 1e-9:
+                break
+            q, v, a = self._step(q, v, a, np.zeros_like(v))
+        q, _, _ = out[-1]
+        out[-1] = (q, np.zeros_like(v), np.zeros_like(a))
+        return out
 
     def plan_step(
         self, target: np.ndarray, now: float, measured: np.ndarray | None = None
@@ -330,20 +362,25 @@ class MotionLimiter:
         v_ref = np.sign(e) * speed
         to_limit = np.where(v_ref >= 0, lim.upper - q0, q0 - lim.lower)
         v_ref = np.sign(v_ref) * np.minimum(np.abs(v_ref), self._brake_speed(to_limit))
-        q, v, a = self._step(q0, v0, a0, v_ref)
+        # The braking law above is an estimate: the step law settles over two segments, so the
+        # arm can travel past it. Verify the new part (its segments' extrema, exactly) against
+        # the position limits and, for each joint that crosses one, halve its speed toward it
+        # until none does; a last resort brakes that joint at once.
+        for attempt in range(MAX_SPEED_CUTS + 1):
+            tail = self._tail(q0, v0, a0, v_ref)
+            lowest, highest = _reach(q0, v0, tail, lim.period)
+            over = (lowest < lim.lower) | (highest > lim.upper)
+            if not over.any():
+                break
+            cut = 0.0 if attempt == MAX_SPEED_CUTS - 1 else 0.5
+            v_ref = np.where(over, v_ref * cut, v_ref)
         t = times[-1]
-        # After the new point, the stop tail: toward zero velocity until the arm is at rest.
-        for _ in range(MAX_STOP_POINTS + 1):
+        for q, v, a in tail:
             t += lim.period
             times.append(t)
             pos.append(q)
             vel.append(v)
             acc.append(a)
-            if np.abs(v).max() < 1e-9 and np.abs(a).max() < 1e-9:
-                break
-            q, v, a = self._step(q, v, a, np.zeros_like(v))
-        vel[-1] = np.zeros_like(v)  # at rest (a residual below 1e-9 rad/s)
-        acc[-1] = np.zeros_like(a)
         self._plan = TrajectoryPlan(
             now, np.array(times), np.array(pos), np.array(vel), np.array(acc)
         )
