@@ -11,11 +11,12 @@ parameters of launch/config/sim.yaml. Targets (issue 16): 0 reflexes, success wi
     nice python bench/fr3_trajectory.py --episodes 20 --json fr3.json
     python bench/fr3_trajectory.py --scripted --episodes 20   # the task itself, no policy
 
-``--scripted`` runs each task's scripted controller in-process on the env's default servos and
-on the FR3 path (same filter, interpolation, reflex and sim.yaml parameters), with the tracking
-of each: how much of each step's commanded joint motion the FR3 path delivers within the step.
-It says whether a task is still solvable in its episode under the FR3's limits, whatever the
-policy.
+``--scripted`` runs each task's scripted controller in-process on the env's default servos, on
+the FR3 path (same filter, interpolation, reflex and sim.yaml parameters) in the task's own
+episode length, and in the FR3 training setup (``manip_rl/configs/tasks/<task>/fr3.yaml``'s
+``env_kwargs``: the bridge's trajectory defaults and a longer episode), with the tracking of
+each: how much of each step's commanded joint motion the FR3 path delivers within the step. It
+says whether a task is solvable in its episode under the FR3's limits, whatever the policy.
 
 It also prints the machine's load average: the ROS 2 reflex count depends on how late commands
 reach sim_arm, which on a shared machine is set by the other load.
@@ -70,18 +71,27 @@ def in_process(policy_path: str, episodes: int, seed: int) -> dict:
     return {"episodes": episodes, "successes": wins, "reflexes": reflexes}
 
 
-def scripted(task: str, episodes: int, seed: int, fr3: bool) -> dict:
-    """The task's scripted controller in-process, randomized: successes, reflexes and, on the
-    FR3 path, the median fraction of each step's commanded joint motion delivered by its end."""
+def fr3_env_kwargs(task: str) -> dict:
+    """The ``env_kwargs`` of ``manip_rl/configs/tasks/<task>/fr3.yaml``: the FR3 training setup
+    (the trajectory path with the FR3's limits, and the episode length the task needs there)."""
+    from manip_rl.envs import registry
+
+    path = os.path.join(os.path.dirname(registry.get(task).train_path), "fr3.yaml")
+    with open(path) as f:
+        return yaml.safe_load(f)["env_kwargs"]
+
+
+def scripted(task: str, episodes: int, seed: int, env_kwargs: dict) -> dict:
+    """The task's scripted controller in-process, randomized, in the env made with
+    ``env_kwargs``: successes, reflexes and, on a trajectory path, the median fraction of each
+    step's commanded joint motion delivered by its end."""
     import gymnasium as gym
     import numpy as np
 
     from manip_rl.envs import registry
 
     spec = registry.get(task)
-    params = trajectory_params()
-    kwargs = {"trajectory_robot": "fr3", "trajectory_params": params} if fr3 else {}
-    env = gym.make(spec.dense_env_id, action_mode="ee_delta", randomization="default", **kwargs)
+    env = gym.make(spec.dense_env_id, action_mode="ee_delta", randomization="default", **env_kwargs)
     controller = registry.scripted_controller(env)
     path = env.unwrapped.trajectory_path
     delivered: list[float] = []
@@ -111,7 +121,10 @@ def scripted(task: str, episodes: int, seed: int, fr3: bool) -> dict:
         wins += bool(info["is_success"])
         reflexes = int(info.get("reflexes", 0))
     env.close()
-    out = {"episodes": episodes, "successes": wins, "reflexes": reflexes}
+    out = {
+        "episodes": episodes, "successes": wins, "reflexes": reflexes,
+        "episode_steps": int(env.spec.max_episode_steps),
+    }  # fmt: skip
     if delivered:
         out["delivered_median"] = round(float(np.median(delivered)), 3)
     return out
@@ -121,7 +134,7 @@ def over_ros(policy_path: str, episodes: int) -> dict:
     from manip_rl.ros_bridge.session import SimSession
 
     metadata = load_policy(policy_path).metadata
-    steps = _episode_steps(metadata["env_id"])
+    steps = _episode_steps(metadata["env_id"], metadata.get("env_kwargs"))
     period = float(metadata["control_period_s"])
     wins = 0
     with SimSession(
@@ -140,10 +153,10 @@ def over_ros(policy_path: str, episodes: int) -> dict:
     return {"episodes": episodes, "successes": wins, "reflexes": reflexes}
 
 
-def _episode_steps(env_id: str) -> int:
+def _episode_steps(env_id: str, env_kwargs: dict | None = None) -> int:
     from manip_rl.demo import episode_steps
 
-    return episode_steps(env_id)
+    return episode_steps(env_id, env_kwargs)
 
 
 def main() -> int:
@@ -159,16 +172,23 @@ def main() -> int:
     if args.scripted:
         names = {"push": "PandaPush", "pick_place": "PandaPickPlace"}
         for task in args.tasks:
+            sim_path = {"trajectory_robot": "fr3", "trajectory_params": trajectory_params()}
+            setups = {
+                "default_servos": {},
+                "fr3_path": sim_path,
+                "fr3_yaml": fr3_env_kwargs(names[task]),
+            }
             results[task] = {
-                "default_servos": scripted(names[task], args.episodes, args.seed, fr3=False),
-                "fr3_path": scripted(names[task], args.episodes, args.seed, fr3=True),
+                name: scripted(names[task], args.episodes, args.seed, kwargs)
+                for name, kwargs in setups.items()
             }
             for name, r in results[task].items():
                 extra = (
                     f", delivered {r['delivered_median']:.0%}" if "delivered_median" in r else ""
                 )
-                print(f"{task:10s} scripted, {name:14s}: success {r['successes']}/{r['episodes']}, "
-                      f"reflexes {r['reflexes']}{extra}", flush=True)  # fmt: skip
+                print(f"{task:10s} scripted, {name:14s} ({r['episode_steps']} steps): success "
+                      f"{r['successes']}/{r['episodes']}, reflexes {r['reflexes']}{extra}",
+                      flush=True)  # fmt: skip
         if args.json:
             atomic_write_text(args.json, json.dumps(results, indent=1))
         return 0

@@ -150,7 +150,7 @@ def ros_success(
     from manip_rl.ros_bridge.session import SimSession, summarize_stats
 
     md = read_metadata(policy)
-    duration = episode_steps(md["env_id"]) * float(md["control_period_s"])
+    duration = episode_steps(md["env_id"], md.get("env_kwargs")) * float(md["control_period_s"])
     wins = 0
     session = SimSession(
         policy, env_id=md["env_id"], workdir=workdir, rt_priority=rt_priority, **(pins or {})

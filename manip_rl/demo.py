@@ -77,12 +77,15 @@ def pinned_cpus(pin: bool) -> dict[str, str]:
     return {"sim_cpus": str(cpus[0]), "bridge_cpus": str(cpus[-1])}
 
 
-def episode_steps(env_id: str) -> int:
-    """Control steps per episode of a registered task (its time limit)."""
+def episode_steps(env_id: str, env_kwargs: dict | None = None) -> int:
+    """Control steps per episode of a registered task (its time limit), or the
+    ``max_episode_steps`` a policy file's ``env_kwargs`` set."""
     import gymnasium as gym
 
     import manip_rl  # noqa: F401  (registers the envs)
 
+    if (env_kwargs or {}).get("max_episode_steps"):
+        return int(env_kwargs["max_episode_steps"])
     spec = gym.spec(env_id)
     if not spec.max_episode_steps:
         raise ValueError(f"{env_id} has no time limit; cannot size an episode")
@@ -147,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     env_id, period = metadata["env_id"], float(metadata["control_period_s"])
-    steps = episode_steps(env_id)
+    steps = episode_steps(env_id, metadata.get("env_kwargs"))
     print(
         f"policy {policy}: {metadata['task']} ({env_id}), {1 / period:g} Hz, "
         f"{steps} steps = {steps * period:g} s per episode"

@@ -108,7 +108,9 @@ def train_tiny(
     )
 
 
-def save_run(path: str, source: PolicySource, flat: bool = True, eval_success=None) -> str:
+def save_run(
+    path: str, source: PolicySource, flat: bool = True, eval_success=None, env_kwargs=None
+) -> str:
     """Write ``source`` in the run-directory layout of manip_rl.policies.rundir."""
     cfg = {
         "env_id": source.env_id,
@@ -117,6 +119,7 @@ def save_run(path: str, source: PolicySource, flat: bool = True, eval_success=No
         "randomization": source.randomization,
         "action_mode": source.action_mode,
         "flatten_obs": flat,
+        "env_kwargs": env_kwargs or {},
     }
     rundir.write_config(path, cfg)
     rundir.save_model_dir(
@@ -265,6 +268,37 @@ def test_export_from_run_directory_records_provenance(ppo_flat, tmp_path):
     # The default output path is inside the run.
     assert cli_main(["export", run]) == 0
     assert load_policy(os.path.join(run, "policy.pt")).weights_sha256 == md["weights_sha256"]
+
+
+def test_a_runs_env_kwargs_travel_in_the_file(ppo_flat, ppo_file, tmp_path):
+    """A run trained with env_kwargs (a 200-step episode on the FR3 trajectory path): its file
+    records them, make_env builds that env (an override still wins), the demo sizes its episodes
+    by them, and a malformed entry is refused by name."""
+    from manip_rl.demo import episode_steps
+
+    kwargs = {"max_episode_steps": 200, "trajectory_robot": "fr3"}
+    run = save_run(str(tmp_path / "run"), ppo_flat, env_kwargs=kwargs)
+    out = tmp_path / "p.pt"
+    assert cli_main(["export", run, "--out", str(out)]) == 0
+    policy = load_policy(out)
+    assert policy.metadata["env_kwargs"] == kwargs
+    env = policy.make_env()
+    try:
+        assert env.spec.max_episode_steps == 200 and env.unwrapped.trajectory_path is not None
+    finally:
+        env.close()
+    env = policy.make_env(max_episode_steps=30)
+    assert env.spec.max_episode_steps == 30
+    env.close()
+    assert episode_steps(policy.env_id, policy.metadata.get("env_kwargs")) == 200
+    assert episode_steps(policy.env_id, None) == 50  # PandaReach's own
+    md = dict(policy.metadata, env_kwargs={"max_episode_steps": 0})
+    bad = str(tmp_path / "bad.pt")
+    _resave(str(out), bad, json.dumps(md))
+    with pytest.raises(PolicyFileError, match="env_kwargs.max_episode_steps"):
+        load_policy(bad)
+    # A file without env_kwargs (every shipped one) builds the registered env.
+    assert "env_kwargs" not in load_policy(ppo_file).metadata
 
 
 def test_cli_export_of_a_missing_run_fails_clearly(tmp_path, capsys):

@@ -193,6 +193,41 @@ def test_train_env_kwargs_reach_the_training_envs_only():
         cfgmod.validate(cfgmod.apply_overrides(cfg, ["train_env_kwargs=3"]))
 
 
+def test_env_kwargs_define_the_training_and_evaluation_envs():
+    """push/fr3.yaml's env_kwargs (the FR3 trajectory path, 200-step episodes) reach the
+    training envs and the evaluation envs alike; the training aids stay the training envs' own;
+    bad values are refused by name."""
+    from manip_rl.envs import registry
+    from manip_rl.policies.train import make_vec_env
+
+    fr3 = os.path.join(os.path.dirname(registry.get("PandaPush").train_path), "fr3.yaml")
+    cfg = cfgmod.load_config("PandaPush", "ppo", fr3)
+    assert cfg["env_kwargs"]["max_episode_steps"] == 200
+    cfg = cfgmod.apply_overrides(cfg, ["n_envs=1", "vec_env=dummy"])
+    cfg["train_env_kwargs"] = {"distance_threshold": 0.07}
+    venv = make_vec_env(cfg, 0)
+    try:
+        assert venv.envs[0].spec.max_episode_steps == 200
+        assert venv.envs[0].unwrapped.trajectory_path is not None
+        assert venv.get_attr("distance_threshold") == [0.07]
+    finally:
+        venv.close()
+    env = cfgmod.env_factory(cfg)()
+    try:
+        assert env.spec.max_episode_steps == 200
+        assert env.unwrapped.trajectory_path is not None
+        assert env.unwrapped.distance_threshold != 0.07
+    finally:
+        env.close()
+    for bad, match in (
+        ("env_kwargs=3", "env_kwargs=3: use a mapping"),
+        ("env_kwargs={action_mode: ee_delta}", "have their own config keys"),
+        ("env_kwargs={max_episode_steps: 0}", "env_kwargs.max_episode_steps=0"),
+    ):
+        with pytest.raises(cfgmod.ConfigError, match=match):
+            cfgmod.validate(cfgmod.apply_overrides(cfg, [bad]))
+
+
 def test_max_minutes_ends_a_run_with_a_last_evaluation_and_its_final_model(tmp_path, capsys):
     """A wall-clock budget far shorter than the step budget: training stops after the update in
     which it ran out, evaluates, checkpoints and saves the final model; resuming says it is

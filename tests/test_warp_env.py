@@ -55,6 +55,11 @@ def test_the_warp_trainer_refuses_algorithms_it_does_not_run():
     cfg = cfgmod.validate({**cfgmod.load_config("PandaReach", "a2c"), "backend": "warp"})
     with pytest.raises(cfgmod.ConfigError, match=r"algo='a2c': backend warp trains only ppo"):
         check_config(cfg)
+    cfg = cfgmod.validate({**cfgmod.load_config("PandaReach", "ppo"), "backend": "warp"})
+    check_config(cfg)
+    cfg["env_kwargs"] = {"max_episode_steps": 80}  # the batched worlds take no gym.make keywords
+    with pytest.raises(cfgmod.ConfigError, match=r"env_kwargs=.*backend warp trains the regist"):
+        check_config(cfg)
 
 
 @pytest.mark.parametrize("task", registry.names())

@@ -64,6 +64,7 @@ class PolicySource:
     randomization: dict | None = None
     eval_success: dict | None = None
     source_run: str | None = None
+    env_kwargs: dict = dataclasses.field(default_factory=dict)  # the run's (its config's)
 
 
 def source_from_run(run_or_path: Any, which: str | None = None) -> PolicySource:
@@ -90,6 +91,7 @@ def source_from_run(run_or_path: Any, which: str | None = None) -> PolicySource:
         randomization=run.randomization,
         eval_success=run.eval_success,
         source_run=os.path.abspath(run.path) + f" ({which})",
+        env_kwargs={k: v for k, v in env_kwargs.items() if k != "action_mode"},
     )
 
 
@@ -403,6 +405,8 @@ def build_export(source: PolicySource) -> Exported:
         },
         "weights_sha256": weights_sha256(module),
     }
+    if source.env_kwargs:  # the env it was trained for, beyond its id (make_env applies them)
+        metadata["env_kwargs"] = _jsonable(dict(source.env_kwargs))
     if memory is not None:
         metadata["memory"] = memory
     return Exported(module=module, metadata=metadata, source=source, dict_keys=keys_sizes)

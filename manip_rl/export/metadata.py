@@ -123,6 +123,12 @@ def validate_metadata(md: Any, path: str, fmt: str = "torchscript") -> dict:
         raise _fail(path, "env_id", f"expected a registered env id, got {md['env_id']!r}")
     _in_range(path, "control_period_s", md["control_period_s"], *CONTROL_PERIOD_RANGE_S,
               "the plausible control periods (s)")  # fmt: skip
+    kwargs = md.get("env_kwargs", {})
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise _fail(path, "env_kwargs", f"expected a mapping of gym.make keywords, got {kwargs!r}")
+    steps = kwargs.get("max_episode_steps")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise _fail(path, "env_kwargs.max_episode_steps", f"expected steps >= 1, got {steps!r}")
     act = _validate_action(md["action"], task, robot_of(md, path), path)
     obs = md["observation"]
     if not isinstance(obs, Mapping) or isinstance(obs.get("dim"), bool):

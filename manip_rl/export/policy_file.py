@@ -116,6 +116,9 @@ class LoadedPolicy:
             self.task, md["observation"]["fields"]
         )
         self.weights_sha256: str = md["weights_sha256"]
+        # gym.make keywords of the env it was trained for beyond its id (e.g. max_episode_steps,
+        # trajectory_robot); files without them were trained on the registered env.
+        self.env_kwargs: dict[str, Any] = dict(md.get("env_kwargs") or {})
         memory = md.get("memory")
         # (name, shape without the batch) of each state the module carries, in its input order.
         self.state_spec: list[tuple[str, tuple[int, ...]]] = [
@@ -274,9 +277,11 @@ class LoadedPolicy:
 
     def make_env(self, randomization: Any = None, **overrides: Any) -> Any:
         """The Gymnasium env this file describes: its ``env_id`` (task, reward, episode
-        length) in the file's action mode. ``randomization`` as the envs take it (None,
-        ``"default"``, a YAML path, a dict); ``overrides`` go to ``gym.make`` (e.g.
-        ``render_mode="rgb_array"``, ``max_episode_steps=200``). Needs Gymnasium and MuJoCo."""
+        length) in the file's action mode, with the run's ``env_kwargs`` (``self.env_kwargs``:
+        e.g. a longer episode, the FR3 trajectory path). ``randomization`` as the envs take it
+        (None, ``"default"``, a YAML path, a dict); ``overrides`` go to ``gym.make`` over those
+        (e.g. ``render_mode="rgb_array"``, ``max_episode_steps=200``). Needs Gymnasium and
+        MuJoCo."""
         import gymnasium as gym
 
         import manip_rl  # noqa: F401  (registers the envs)
@@ -287,6 +292,7 @@ class LoadedPolicy:
                 "(see `manip-rl envs`); install the manip_rl version that exported it"
             )
         kwargs = {"action_mode": self.action_spec.mode, "randomization": randomization}
+        kwargs.update(self.env_kwargs)
         kwargs.update(overrides)
         env = gym.make(self.env_id, **kwargs)
         spec = env.unwrapped.action_spec

@@ -234,7 +234,7 @@ def check_episode_parity(
     k = _history_of(policy)
     env = gym.make(
         source.env_id, randomization=source.randomization or "default",
-        action_mode=source.action_mode,
+        action_mode=source.action_mode, **source.env_kwargs,
     )  # fmt: skip
     diffs, steps, in_range = [0.0], 0, True
     sb3 = Sb3Actor(source, k)
@@ -305,7 +305,10 @@ def check_closed_loop(
     import gymnasium as gym
 
     randomization = source.randomization or "default"
-    env = gym.make(source.env_id, randomization=randomization, action_mode=source.action_mode)
+    env = gym.make(
+        source.env_id, randomization=randomization, action_mode=source.action_mode,
+        **source.env_kwargs,
+    )  # fmt: skip
     sb3 = Sb3Actor(source, _history_of(policy))
 
     def sb3_act(obs: dict) -> np.ndarray:

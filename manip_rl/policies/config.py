@@ -220,6 +220,10 @@ class EnvFactory:
 
 
 def env_factory(cfg: Mapping, randomized: bool = True, seed: int | None = None, **kw) -> EnvFactory:
+    """The run's env: its id, randomization, action mode, observation options and
+    ``env_kwargs``; ``kw`` go to :class:`EnvFactory` (an ``env_kwargs`` there, such as the
+    training aids, is merged over the run's)."""
+    kw["env_kwargs"] = {**(cfg.get("env_kwargs") or {}), **(kw.get("env_kwargs") or {})}
     rand = None
     if randomized:
         # A run trained on the nominal model is still judged under the task's default ranges.

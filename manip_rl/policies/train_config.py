@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 from collections.abc import Mapping
 from typing import Any, Final
@@ -126,6 +127,11 @@ class TrainConfig:
     """torch threads during the gradient update: a positive integer or auto (all cores)."""
     max_minutes: float | None = None
     """Wall-clock budget in minutes (resumed time included), or None."""
+    env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """gym.make keywords that define the env itself (e.g. {max_episode_steps: 200,
+    trajectory_robot: fr3}): the training and evaluation envs, videos and the exported file's
+    make_env all get them. JSON values only; not randomization, action_mode or render_mode
+    (their own keys)."""
     train_env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Constructor arguments of the training envs only (e.g. {grasped_start: 0.5})."""
     history: int = 1
@@ -355,6 +361,8 @@ def check(cfg: Mapping) -> dict:
         limit = out["max_minutes"]
         if isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0:
             raise ConfigError(f"max_minutes={limit!r}: must be a positive number of minutes")
+    if out.get("env_kwargs") is not None:
+        out["env_kwargs"] = _check_env_kwargs(out["env_kwargs"])
     if "train_env_kwargs" in out:
         if out["train_env_kwargs"] is not None and not isinstance(out["train_env_kwargs"], Mapping):
             raise ConfigError(
@@ -398,6 +406,34 @@ def _check_registered(env_id: str) -> None:
             + (f" (did you mean {close[0]!r}?)" if close else "")
             + f"; registered: {', '.join(ours)}"
         )
+
+
+_OWN_KEYS = ("randomization", "action_mode", "render_mode")
+
+
+def _check_env_kwargs(value: Any) -> dict[str, Any]:
+    """``env_kwargs``: a mapping of JSON values (the exported file records it), none of the keys
+    that have their own config key, ``max_episode_steps`` a positive integer."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"env_kwargs={value!r}: use a mapping of gym.make keywords, e.g. "
+            "{max_episode_steps: 200, trajectory_robot: fr3}"
+        )
+    out = dict(value)
+    own = sorted(set(out) & set(_OWN_KEYS))
+    if own:
+        raise ConfigError(f"env_kwargs: {own} have their own config keys; set them there")
+    try:
+        json.dumps(out, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(
+            f"env_kwargs: JSON values only (the policy file records them): {e}"
+        ) from None
+    if "max_episode_steps" in out:
+        out["max_episode_steps"] = _as_int(
+            "env_kwargs.max_episode_steps", out["max_episode_steps"], 1
+        )
+    return out
 
 
 def _check_hyperparams(cfg: Mapping, algo: str) -> dict:

@@ -251,6 +251,7 @@ def check_config(cfg: dict) -> None:
         "history": (int(cfg.get("history", 1)) != 1, "only history: 1"),
         "privileged_critic": (bool(cfg.get("privileged_critic")), "not a privileged critic"),
         "flatten_obs": (not cfg.get("flatten_obs", True), "only flatten_obs: true (MlpPolicy)"),
+        "env_kwargs": (bool(cfg.get("env_kwargs")), "the registered envs only (env_kwargs: {})"),
     }
     net = (cfg.get("policy_kwargs") or {}).get("net_arch", [64, 64])
     problems["policy_kwargs.net_arch"] = (
