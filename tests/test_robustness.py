@@ -165,8 +165,25 @@ def tiny_policy(tmp_path_factory):
     model.learn(200)
     path = str(d / "tiny.pt")
     export_policy(model, path, env_id="manip_rl/PandaReachDense-v0", vecnormalize=venv)
+    # The same policy as a file trained with env_kwargs (20-step episodes), beside it.
+    export_policy(model, str(d / "tiny_short.pt"), env_id="manip_rl/PandaReachDense-v0",
+                  vecnormalize=venv, provenance={"env_kwargs": {"max_episode_steps": 20}})  # fmt: skip
     venv.close()
     return path
+
+
+def test_a_files_env_kwargs_shape_the_sweeps_envs(tmp_path, tiny_policy):
+    # A file trained with env_kwargs (here 20-step episodes) is swept in that env.
+    from manip_rl.transfer.actors import load_actor
+    from manip_rl.transfer.sweep import Runner
+
+    short = os.path.join(os.path.dirname(tiny_policy), "tiny_short.pt")
+    for path, steps in ((short, 20), (tiny_policy, 50)):  # 50: PandaReach's own
+        runner = Runner(load_actor(path, str(tmp_path)), n_envs=1)
+        try:
+            assert runner.envs[0].spec.max_episode_steps == steps
+        finally:
+            runner.close()
 
 
 def test_the_cli_sweeps_several_policies_into_a_table_a_csv_and_a_png(tmp_path, tiny_policy):

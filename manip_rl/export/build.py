@@ -427,7 +427,8 @@ def export_policy(
     ``run_or_model``: a run directory (path or ``rundir.Run``; ``which`` picks best/final/latest),
     a :class:`PolicySource`, or an SB3 model (then pass ``env_id``, and ``vecnormalize`` when it
     trained with one; ``provenance`` may give algorithm, timesteps, seed, randomization,
-    eval_success, source_run). ``fmt``: ``torchscript`` (default) or ``onnx``.
+    eval_success, source_run, and env_kwargs: the env's other gym.make keywords, which the file
+    records for ``make_env``). ``fmt``: ``torchscript`` (default) or ``onnx``.
     """
     if fmt not in FORMATS:
         raise ExportError(f"format {fmt!r} is unknown; use one of {FORMATS}")
@@ -448,6 +449,7 @@ def export_policy(
             randomization=prov.get("randomization"),
             eval_success=prov.get("eval_success"),
             source_run=prov.get("source_run"),
+            env_kwargs=dict(prov.get("env_kwargs") or {}),
         )
     else:
         source = source_from_run(run_or_model, which)

@@ -14,12 +14,14 @@ from manip_rl.transfer.shifts import RobustnessError
 
 
 class Actor:
-    """What the sweep runs: a name, an env id, an action mode, and batched acting."""
+    """What the sweep runs: a name, an env id, an action mode, the env's other gym.make
+    keywords (a policy file's ``env_kwargs``), and batched acting."""
 
     label: str
     env_id: str
     action_mode: str
     task: str
+    env_kwargs: dict = {}  # noqa: RUF012  (read only; a file's own replaces it)
 
     def bind(self, envs: Sequence[Any]) -> Callable[[list[dict]], np.ndarray]:
         raise NotImplementedError
@@ -30,6 +32,7 @@ class FileActor(Actor):
         self.policy, self.label = policy, label
         self.env_id, self.task = policy.env_id, policy.task
         self.action_mode = policy.action_spec.mode
+        self.env_kwargs = dict(getattr(policy, "env_kwargs", {}))
 
     def bind(self, envs: Sequence[Any]) -> Callable[[list[dict]], np.ndarray]:
         def act(obs: list[dict]) -> np.ndarray:

@@ -57,7 +57,8 @@ class Runner:
             # threads only contend with the physics on a busy machine.
             torch.set_num_threads(1)
         self.envs = [
-            gym.make(actor.env_id, action_mode=actor.action_mode) for _ in range(max(1, n_envs))
+            gym.make(actor.env_id, action_mode=actor.action_mode, **actor.env_kwargs)
+            for _ in range(max(1, n_envs))
         ]
         self.act = actor.bind(self.envs)
 
