@@ -189,6 +189,31 @@ def test_scripted_controller_solves_the_task(env_id):
     assert np.mean(successes) >= threshold, successes
 
 
+# Scripted Push episodes (randomized, seeds 100+) in which MuJoCo 3.14-4.0's implicitfast
+# integrator launched the cube, at 5 to 177,000 m/s; 3.13 and earlier never did.
+LAUNCH_SEEDS = (104, 106, 107, 109, 119, 131)
+
+
+def test_pushing_never_launches_the_cube():
+    """The physics the policies learn on: the scripted pushes move the cube at most at pushing
+    speed (under 2 m/s over any 40 ms step), in the episodes where implicitfast blew it up."""
+    env = gym.make("manip_rl/PandaPushDense-v0", action_mode="ee_delta", randomization="default")
+    controller = registry.scripted_controller(env)
+    data = env.unwrapped.data
+    fastest = {}
+    for seed in LAUNCH_SEEDS:
+        obs, _ = env.reset(seed=seed)
+        prev, top, done = data.qpos[9:12].copy(), 0.0, False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(controller(obs))
+            top = max(top, float(np.linalg.norm(data.qpos[9:12] - prev)))
+            prev = data.qpos[9:12].copy()
+            done = terminated or truncated
+            assert not info.get("physics_unstable"), seed
+        fastest[seed] = top / 0.04
+    assert max(fastest.values()) < 2.0, fastest
+
+
 def test_ee_delta_mode_moves_the_tcp_by_the_commanded_displacement_direction():
     env = gym.make("manip_rl/PandaReach-v0", action_mode="ee_delta")
     assert env.action_space.shape == (3,)
