@@ -31,6 +31,7 @@ import time
 
 import yaml
 
+from manip_rl.episodes import run_episodes
 from manip_rl.export.policy_file import load_policy
 from manip_rl.fileio import atomic_write_text
 from manip_rl.ros_bridge import bridge_params, dds
@@ -58,27 +59,30 @@ def in_process(policy_path: str, episodes: int, seed: int) -> dict:
     policy = load_policy(policy_path)
     params = trajectory_params()
     env = policy.make_env(randomization="default", trajectory_robot="fr3", trajectory_params=params)
-    wins, reflexes = 0, 0
-    for ep in range(episodes):
-        obs, info = env.reset(seed=seed + ep)
-        done = False
-        while not done:
-            obs, _, terminated, truncated, info = env.step(policy.act(obs))
-            done = terminated or truncated
-        wins += bool(info["is_success"])
-        reflexes = int(info.get("reflexes", 0))
+    out = _tally(run_episodes([env], lambda obs: [policy.act(obs[0])], episodes, seed), episodes)
     env.close()
-    return {"episodes": episodes, "successes": wins, "reflexes": reflexes}
+    return out
+
+
+def _tally(done: list, episodes: int) -> dict:
+    """Successes, and the reflexes since the env was made (its last episode's count)."""
+    wins = sum(ep.success for ep in done)
+    return {
+        "episodes": episodes,
+        "successes": wins,
+        "reflexes": int(done[-1].info.get("reflexes", 0)),
+    }
 
 
 def fr3_env_kwargs(task: str) -> dict:
-    """The ``env_kwargs`` of ``manip_rl/configs/tasks/<task>/fr3.yaml``: the FR3 training setup
-    (the trajectory path with the FR3's limits, and the episode length the task needs there)."""
+    """The ``env_kwargs`` of ``manip_rl/configs/tasks/<task>/fr3.yaml``, through the training
+    config's own loader: the FR3 training setup (the trajectory path with the FR3's limits, and
+    the episode length the task needs there)."""
     from manip_rl.envs import registry
+    from manip_rl.policies import config as cfgmod
 
     path = os.path.join(os.path.dirname(registry.get(task).train_path), "fr3.yaml")
-    with open(path) as f:
-        return yaml.safe_load(f)["env_kwargs"]
+    return cfgmod.load_config(task, "ppo", path)["env_kwargs"]
 
 
 def scripted(task: str, episodes: int, seed: int, env_kwargs: dict) -> dict:
@@ -111,20 +115,9 @@ def scripted(task: str, episodes: int, seed: int, env_kwargs: dict) -> dict:
             return out
 
         path.command, path.positions = record_command, record_positions
-    wins = reflexes = 0
-    for ep in range(episodes):
-        obs, info = env.reset(seed=seed + ep)
-        done = False
-        while not done:
-            obs, _, terminated, truncated, info = env.step(controller(obs))
-            done = terminated or truncated
-        wins += bool(info["is_success"])
-        reflexes = int(info.get("reflexes", 0))
+    out = _tally(run_episodes([env], lambda obs: [controller(obs[0])], episodes, seed), episodes)
+    out["episode_steps"] = int(env.spec.max_episode_steps)
     env.close()
-    out = {
-        "episodes": episodes, "successes": wins, "reflexes": reflexes,
-        "episode_steps": int(env.spec.max_episode_steps),
-    }  # fmt: skip
     if delivered:
         out["delivered_median"] = round(float(np.median(delivered)), 3)
     return out

@@ -34,33 +34,36 @@ CUBE = slice(9, 12)  # the cube's position in qpos (after 7 arm and 2 finger joi
 LAUNCH_M = 0.08  # m the cube moves in one 40 ms step (2 m/s): a push never does, a blow-up does
 
 
-def worker(out: str, episodes: int, seed: int) -> None:
-    """Play the scripted episodes and save every step's qpos, successes and instabilities."""
+def task_episodes(task: str, episodes: int, seed: int) -> tuple[list, list, list]:
+    """``task``'s scripted episodes: each one's qpos per step, success and instability."""
     import gymnasium as gym
-    import mujoco
 
     import manip_rl  # noqa: F401  (registers the envs)
     from manip_rl.envs import registry
+    from manip_rl.episodes import run_episodes
 
-    qpos, success, unstable = [], [], []
-    for task in TASKS:
-        spec = registry.get(task)
-        env = gym.make(spec.dense_env_id, action_mode="ee_delta", randomization="default")
-        controller = registry.scripted_controller(env)
-        for ep in range(episodes):
-            obs, info = env.reset(seed=seed + ep)
-            steps, done, bad = [], False, False
-            while not done:
-                obs, _, terminated, truncated, info = env.step(controller(obs))
-                steps.append(env.unwrapped.data.qpos.copy())
-                bad |= bool(info.get("physics_unstable", False))
-                done = terminated or truncated
-            # An episode ended early by the divergence guard is padded with its last state.
-            steps += [steps[-1]] * (env.spec.max_episode_steps - len(steps))
-            qpos.append(np.array(steps))
-            success.append(float(info["is_success"]))
-            unstable.append(bad)
-        env.close()
+    env = gym.make(registry.get(task).dense_env_id, action_mode="ee_delta", randomization="default")
+    controller = registry.scripted_controller(env)
+    steps: dict[int, list] = {}
+    done = run_episodes(
+        [env], lambda obs: [controller(obs[0])], episodes, seed,
+        on_step=lambda i, e: steps.setdefault(i, []).append(e.unwrapped.data.qpos.copy()),
+    )  # fmt: skip
+    length = env.spec.max_episode_steps
+    env.close()
+    # An episode ended early by the divergence guard is padded with its last state.
+    qpos = [np.array(steps[ep.index] + [steps[ep.index][-1]] * (length - ep.length)) for ep in done]
+    success = [float(ep.success) for ep in done]
+    unstable = [bool(ep.info.get("physics_unstable", False)) for ep in done]
+    return qpos, success, unstable
+
+
+def worker(out: str, episodes: int, seed: int) -> None:
+    """Play the scripted episodes of every task and save their qpos, successes and instabilities."""
+    import mujoco
+
+    parts = [task_episodes(task, episodes, seed) for task in TASKS]
+    qpos, success, unstable = ([x for part in parts for x in part[k]] for k in range(3))
     np.savez(out, qpos=np.array(qpos), success=np.array(success), unstable=np.array(unstable),
              version=mujoco.__version__)  # fmt: skip
 

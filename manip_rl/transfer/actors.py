@@ -21,7 +21,7 @@ class Actor:
     env_id: str
     action_mode: str
     task: str
-    env_kwargs: dict = {}  # noqa: RUF012  (read only; a file's own replaces it)
+    env_kwargs: dict
 
     def bind(self, envs: Sequence[Any]) -> Callable[[list[dict]], np.ndarray]:
         raise NotImplementedError
@@ -32,7 +32,7 @@ class FileActor(Actor):
         self.policy, self.label = policy, label
         self.env_id, self.task = policy.env_id, policy.task
         self.action_mode = policy.action_spec.mode
-        self.env_kwargs = dict(getattr(policy, "env_kwargs", {}))
+        self.env_kwargs = dict(policy.env_kwargs)
 
     def bind(self, envs: Sequence[Any]) -> Callable[[list[dict]], np.ndarray]:
         def act(obs: list[dict]) -> np.ndarray:
@@ -56,7 +56,7 @@ class ScriptedActor(Actor):
 
         if env_id not in gym.registry:
             raise RobustnessError(f"scripted:{env_id}: no such environment id")
-        self.env_id, self.action_mode = env_id, action_mode
+        self.env_id, self.action_mode, self.env_kwargs = env_id, action_mode, {}
         self.label = f"scripted:{env_id.split('/')[-1]}"
         env = gym.make(env_id)
         self.task = env.unwrapped.task
