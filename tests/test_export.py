@@ -301,6 +301,23 @@ def test_a_runs_env_kwargs_travel_in_the_file(ppo_flat, ppo_file, tmp_path):
     assert "env_kwargs" not in load_policy(ppo_file).metadata
 
 
+def test_parity_observations_come_from_the_runs_env():
+    """collect_observations builds the env with the run's env_kwargs: with 4-step episodes the
+    fifth observation is the next episode's first (seed + 1), where the registered 50-step env
+    is still in its first episode."""
+    from manip_rl.export import collect_observations
+
+    env_id = "manip_rl/PandaReach-v0"
+    short = collect_observations(env_id, 6, seed=3, env_kwargs={"max_episode_steps": 4})
+    plain = collect_observations(env_id, 6, seed=3)
+    env = gym.make(env_id, randomization="default", max_episode_steps=4)
+    second, _ = env.reset(seed=4)
+    env.close()
+    np.testing.assert_array_equal(short[:4], plain[:4])
+    np.testing.assert_array_equal(short[4], policy_io.flatten_observation(second))
+    assert not np.array_equal(plain[4], short[4])
+
+
 def test_cli_export_of_a_missing_run_fails_clearly(tmp_path, capsys):
     assert cli_main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "p.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err

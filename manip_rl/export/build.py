@@ -493,7 +493,13 @@ def convert_policy_file(
     converted = load_policy(out_path)
 
     norm = metadata["normalization"]
-    real = collect_observations(policy.env_id, min(1000, samples), seed, policy.action_spec.mode)
+    real = collect_observations(
+        policy.env_id,
+        min(1000, samples),
+        seed,
+        policy.action_spec.mode,
+        env_kwargs={k: v for k, v in policy.env_kwargs.items() if k != "action_mode"},
+    )
     if norm.get("enabled"):
         mean = np.asarray(norm["mean"], dtype=np.float64)
         std = np.sqrt(np.asarray(norm["var"], dtype=np.float64))

@@ -51,11 +51,15 @@ def collect_observations(
     seed: int = 0,
     action_mode: str = policy_io.JOINT_DELTA,
     randomization: Any = "default",
+    env_kwargs: dict[str, Any] | None = None,
 ) -> np.ndarray:
-    """``n`` flat observations from the randomized env under uniformly random actions."""
+    """``n`` flat observations from the randomized env under uniformly random actions;
+    ``env_kwargs``: the env's other gym.make keywords (the run's, e.g. an FR3 trajectory path)."""
     import gymnasium as gym
 
-    env = gym.make(env_id, randomization=randomization, action_mode=action_mode)
+    env = gym.make(
+        env_id, randomization=randomization, action_mode=action_mode, **(env_kwargs or {})
+    )
     env.action_space.seed(seed)
     out = []
     obs, _ = env.reset(seed=seed)
@@ -78,7 +82,12 @@ def parity_observations(
     +-1e6, one-hot spikes, zeros), so that normalization clipping and action clipping both act."""
     rng = np.random.default_rng(seed)
     real = collect_observations(
-        source.env_id, n_env, seed, source.action_mode, source.randomization or "default"
+        source.env_id,
+        n_env,
+        seed,
+        source.action_mode,
+        source.randomization or "default",
+        source.env_kwargs,
     )
     vn = source.vecnormalize
     if vn is not None and getattr(vn, "norm_obs", False):
