@@ -59,16 +59,16 @@ def in_process(policy_path: str, episodes: int, seed: int) -> dict:
     policy = load_policy(policy_path)
     params = trajectory_params()
     env = policy.make_env(randomization="default", trajectory_robot="fr3", trajectory_params=params)
-    out = _tally(run_episodes([env], lambda obs: [policy.act(obs[0])], episodes, seed), episodes)
+    out = _tally(run_episodes([env], lambda obs: [policy.act(obs[0])], episodes, seed))
     env.close()
     return out
 
 
-def _tally(done: list, episodes: int) -> dict:
+def _tally(done: list) -> dict:
     """Successes, and the reflexes since the env was made (its last episode's count)."""
     wins = sum(ep.success for ep in done)
     return {
-        "episodes": episodes,
+        "episodes": len(done),
         "successes": wins,
         "reflexes": int(done[-1].info.get("reflexes", 0)),
     }
@@ -115,7 +115,7 @@ def scripted(task: str, episodes: int, seed: int, env_kwargs: dict) -> dict:
             return out
 
         path.command, path.positions = record_command, record_positions
-    out = _tally(run_episodes([env], lambda obs: [controller(obs[0])], episodes, seed), episodes)
+    out = _tally(run_episodes([env], lambda obs: [controller(obs[0])], episodes, seed))
     out["episode_steps"] = int(env.spec.max_episode_steps)
     env.close()
     if delivered:

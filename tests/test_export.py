@@ -297,6 +297,10 @@ def test_a_runs_env_kwargs_travel_in_the_file(ppo_flat, ppo_file, tmp_path):
     _resave(str(out), bad, json.dumps(md))
     with pytest.raises(PolicyFileError, match="env_kwargs.max_episode_steps"):
         load_policy(bad)
+    md = dict(policy.metadata, env_kwargs={"action_mode": "joint_delta"})
+    _resave(str(out), bad, json.dumps(md))
+    with pytest.raises(PolicyFileError, match="env_kwargs.action_mode"):
+        load_policy(bad)
     # A file without env_kwargs (every shipped one) builds the registered env.
     assert "env_kwargs" not in load_policy(ppo_file).metadata
 

@@ -498,7 +498,7 @@ def convert_policy_file(
         min(1000, samples),
         seed,
         policy.action_spec.mode,
-        env_kwargs={k: v for k, v in policy.env_kwargs.items() if k != "action_mode"},
+        env_kwargs=policy.env_kwargs,
     )
     if norm.get("enabled"):
         mean = np.asarray(norm["mean"], dtype=np.float64)

@@ -126,6 +126,13 @@ def validate_metadata(md: Any, path: str, fmt: str = "torchscript") -> dict:
     kwargs = md.get("env_kwargs", {})
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
         raise _fail(path, "env_kwargs", f"expected a mapping of gym.make keywords, got {kwargs!r}")
+    # The action mode is the file's action spec; randomization and rendering are make_env's
+    # arguments: env_kwargs naming them would override those silently.
+    own = sorted(set(kwargs) & {"action_mode", "randomization", "render_mode"})
+    if own:
+        raise _fail(
+            path, f"env_kwargs.{own[0]}", "set by the file's action spec or make_env's arguments"
+        )
     steps = kwargs.get("max_episode_steps")
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise _fail(path, "env_kwargs.max_episode_steps", f"expected steps >= 1, got {steps!r}")
