@@ -9,6 +9,7 @@ counting the reflexes; and N episodes of the same env in-process with ``trajecto
 parameters of launch/config/sim.yaml. Targets (issue 16): 0 reflexes, success within 5 points.
 
     nice python bench/fr3_trajectory.py --episodes 20 --json fr3.json
+    python bench/fr3_trajectory.py --tasks push --policy push=RUN/policy.pt   # a file of your own
     python bench/fr3_trajectory.py --scripted --episodes 20   # the task itself, no policy
 
 ``--scripted`` runs each task's scripted controller in-process on the env's default servos, on
@@ -158,9 +159,21 @@ def main() -> int:
     p.add_argument("--tasks", nargs="+", default=list(POLICIES), choices=list(POLICIES))
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--json", help="write the figures here")
+    p.add_argument("--policy", action="append", default=[], metavar="TASK=FILE",
+                   help="serve FILE for TASK instead of the shipped file, e.g. "
+                        "push=runs/push_fr3/policy.pt (a file trained with configs/tasks/push/fr3.yaml); "
+                        "repeatable")  # fmt: skip
     p.add_argument("--scripted", action="store_true",
                    help="the scripted controllers on the default servos and the FR3 path instead")  # fmt: skip
     args = p.parse_args()
+    policies = dict(POLICIES)
+    for item in args.policy:
+        task, sep, path = item.partition("=")
+        if not sep or task not in POLICIES or not path:
+            p.error(f"--policy {item!r}: expected TASK=FILE with TASK one of {', '.join(POLICIES)}")
+        if not os.path.isfile(path):
+            p.error(f"--policy {item!r}: no file {path!r}; export a run with `manip-rl export RUN`")
+        policies[task] = path
     results = {}
     if args.scripted:
         names = {"push": "PandaPush", "pick_place": "PandaPickPlace"}
@@ -186,12 +199,13 @@ def main() -> int:
             atomic_write_text(args.json, json.dumps(results, indent=1))
         return 0
     for task in args.tasks:
-        path = str(POLICIES[task])
+        path = str(policies[task])
         t0 = time.monotonic()
         local = in_process(path, args.episodes, args.seed)
         ros = over_ros(path, args.episodes)
         load = os.getloadavg()[0]
         results[task] = {
+            "policy": path,
             "in_process": local,
             "ros": ros,
             "seconds": time.monotonic() - t0,
