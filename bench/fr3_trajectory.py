@@ -166,6 +166,8 @@ def main() -> int:
     p.add_argument("--scripted", action="store_true",
                    help="the scripted controllers on the default servos and the FR3 path instead")  # fmt: skip
     args = p.parse_args()
+    if args.scripted and args.policy:
+        p.error("--policy serves a file; --scripted runs the tasks' scripted controllers: pick one")
     policies = dict(POLICIES)
     for item in args.policy:
         task, sep, path = item.partition("=")
