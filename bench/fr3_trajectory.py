@@ -124,7 +124,7 @@ def scripted(task: str, episodes: int, seed: int, env_kwargs: dict) -> dict:
     return out
 
 
-def over_ros(policy_path: str, episodes: int) -> dict:
+def over_ros(policy_path: str, episodes: int, sim_rt_priority: int = 20) -> dict:
     from manip_rl.ros_bridge.session import SimSession
 
     metadata = load_policy(policy_path).metadata
@@ -139,12 +139,24 @@ def over_ros(policy_path: str, episodes: int) -> dict:
         # trajectory_timing_tolerance + actuator_latency past its stamp can trip the reflex).
         bridge_params=["-p", "robot:=fr3", "-p", "keep_warm:=false"],
         sim_params=["-p", "robot:=fr3", "-p", "joint_state_rate:=100.0"],
+        # The emulated robot real-time, as a real arm's controller; the bridge as it is.
+        sim_rt_priority=sim_rt_priority,
     ) as session:
         for _ in range(episodes):
             wins += session.run_episode(steps * period)
         session.spin(0.3)
         reflexes = session.reflexes
-    return {"episodes": episodes, "successes": wins, "reflexes": reflexes}
+    counters = session.bridge_stats().get("counters", {})  # written when the bridge stops
+    session.cleanup()
+    return {
+        "episodes": episodes,
+        "successes": wins,
+        "reflexes": reflexes,
+        "sim_rt_priority": sim_rt_priority,
+        # Plans the bridge found late before sending: planned again, or (twice late) not sent.
+        "late_plans": int(counters.get("late_plans", 0)),
+        "late_plans_dropped": int(counters.get("late_plans_dropped", 0)),
+    }
 
 
 def _episode_steps(env_id: str, env_kwargs: dict | None = None) -> int:
@@ -163,6 +175,9 @@ def main() -> int:
                    help="serve FILE for TASK instead of the shipped file, e.g. "
                         "push=runs/push_fr3/policy.pt (a file trained with configs/tasks/push/fr3.yaml); "
                         "repeatable")  # fmt: skip
+    p.add_argument("--sim-rt-priority", type=int, default=20, metavar="N",
+                   help="sim_arm under SCHED_FIFO priority N, as a robot's controller runs "
+                        "(0: normal scheduling); policy_bridge keeps normal scheduling")  # fmt: skip
     p.add_argument("--scripted", action="store_true",
                    help="the scripted controllers on the default servos and the FR3 path instead")  # fmt: skip
     args = p.parse_args()
@@ -204,7 +219,7 @@ def main() -> int:
         path = str(policies[task])
         t0 = time.monotonic()
         local = in_process(path, args.episodes, args.seed)
-        ros = over_ros(path, args.episodes)
+        ros = over_ros(path, args.episodes, args.sim_rt_priority)
         load = os.getloadavg()[0]
         results[task] = {
             "policy": path,
@@ -218,7 +233,12 @@ def main() -> int:
             lo, hi = wilson_interval(r["successes"], r["episodes"])
             print(
                 f"{task:10s} {name:20s}: success {r['successes']}/{r['episodes']} "
-                f"({lo:.0%}-{hi:.0%}), reflexes {r['reflexes']}",
+                f"({lo:.0%}-{hi:.0%}), reflexes {r['reflexes']}"
+                + (
+                    f", late plans {r['late_plans']} ({r['late_plans_dropped']} not sent)"
+                    if "late_plans" in r
+                    else ""
+                ),  # fmt: skip
                 flush=True,
             )
         gap = (ros["successes"] - local["successes"]) / args.episodes

@@ -160,3 +160,90 @@ def test_a_grasped_cubes_last_pose_is_used_while_occluded_and_only_while_grasped
     assert step_with_fingers(0.0, T0 + 0.58) == HOLD_STALE_PERCEPTION
     # Grasped, but past object_occluded_hold (1 s): hold.
     assert step_with_fingers(0.04, T0 + 1.1) == HOLD_STALE_PERCEPTION
+
+
+class SteppedClock:
+    """A plan clock that advances by ``gaps`` between reads (then by 0.1 ms): a process
+    descheduled between planning and sending, deterministically."""
+
+    def __init__(self, start: float, gaps: list[float]) -> None:
+        self.t, self.gaps = start, list(gaps)
+
+    def __call__(self) -> float:
+        now = self.t
+        self.t += self.gaps.pop(0) if self.gaps else 1e-4
+        return now
+
+
+def make_fr3_core(policy) -> ControlCore:
+    from manip_rl.robots import FR3
+    from manip_rl.ros_bridge import profiles
+
+    p = {
+        **guard_params.PARAMETERS,
+        **bridge_params.PARAMETERS,
+        "robot": "fr3",
+        "output": "trajectory",
+    }
+    robot = profiles.serving_robot(p.__getitem__, FR3, policy.action_spec)
+    get = profiles.with_profile(p.__getitem__, robot)
+    runner = PolicyRunner(policy, robot=robot)
+    cfg = bridge_params.safety_config(get, robot, policy.action_spec, 0.04)
+    safety = SafetyFilter(cfg, profiles.motion_limits(get, robot, cfg.lower, cfg.upper, 0.04))
+    names = [*robot.joint_names, *robot.finger_joint_names]
+    check = StateCheck(guard_params.plausibility_config(get, robot), runner.joint_map)
+    goal_cfg, obj_cfg = guard_params.perception_configs(get, robot)
+    op = OperatorGuard(OperatorConfig())  # no heartbeat here: the clock is the subject
+    core = ControlCore(
+        runner, safety, check, InputGuard("goal", goal_cfg), InputGuard("object pose", obj_cfg), op
+    )
+    return core, names, robot.home, guard_params.base_frame(get, robot)
+
+
+def test_a_plan_late_before_it_is_sent_is_replanned_and_twice_late_is_not_sent(push_policy):
+    """With the trajectory output a plan must reach the controller within the timing tolerance
+    of its stamp. One found more than a quarter of it old once done is planned again from the
+    current time; if that one is late too, nothing is sent (the previous plan goes on to rest)."""
+    core, names, home, frame = make_fr3_core(push_policy)
+    tol = core.safety.motion.timing_tolerance
+    logged = []
+    core.log = lambda kind, message: logged.append((kind, message))
+    q = np.concatenate([home, [0.02, 0.02]])
+
+    def feed_fr3(now):
+        core.joint_state(names, q, np.zeros(9), now, now, active=True)
+        core.offer(core.goal, now, frame, (0.6, 0.1, 0.02), None, now)
+        core.offer(core.obj, now, frame, (0.5, 0.0, 0.02), (1.0, 0, 0, 0), now)
+
+    t = T0
+    feed_fr3(t)
+    core.enable(t)
+    for _ in range(8):  # past the start plan (a rest, re-sent unchanged for start_time)
+        t += 0.04
+        feed_fr3(t)
+        decision, _, _ = core.step(t, plan_clock=SteppedClock(t, []))
+        assert decision is not None and decision.plan is not None
+    assert core.counters["late_plans"] == 0
+    # Descheduled for 3/4 of the tolerance while planning: planned again, from the later time.
+    t += 0.04
+    feed_fr3(t)
+    decision, _, _ = core.step(t, plan_clock=SteppedClock(t, [0.75 * tol]))
+    assert core.counters["late_plans"] == 1 and core.counters["late_plans_dropped"] == 0
+    assert decision is not None and decision.plan.t0 == pytest.approx(t + 1e-4 + 0.75 * tol)
+    # Late twice in a row: nothing is sent and the limiter keeps the plan it had.
+    previous = core.safety._limiter.plan
+    t += 0.04
+    feed_fr3(t)
+    decision, _, _ = core.step(t, plan_clock=SteppedClock(t, [tol, 1e-4, tol]))
+    assert decision is None and core.status == "late plan: not sent"
+    assert core.counters["late_plans"] == 3 and core.counters["late_plans_dropped"] == 1
+    kept = core.safety._limiter.plan
+    assert kept.t0 == previous.t0 and np.array_equal(kept.pos, previous.pos)
+    assert logged and logged[-1][0] == "late-plan" and "not sending" in logged[-1][1]
+    # On time again: sent, and it follows the plan the arm is still running.
+    t += 0.04
+    feed_fr3(t)
+    decision, _, _ = core.step(t, plan_clock=SteppedClock(t, []))
+    assert decision is not None and decision.plan is not None
+    for a, b in zip(previous.state_at(t + 0.01), decision.plan.state_at(t + 0.01), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-9)

@@ -152,6 +152,69 @@ def test_interpolator_is_a_cubic_with_velocities_and_linear_without():
     assert not interp.set_trajectory(1.0, [(0.5, q1, None)])  # all in the past: refused
 
 
+def test_a_trajectory_arriving_after_its_first_point_runs_between_its_own_points():
+    """As ros2_controllers' Trajectory::sample: the commanded state is joined to the first point
+    only while that point lies ahead; a later arrival samples the message's own spline."""
+    q0, q1, q2 = np.zeros(7), np.full(7, 0.1), np.full(7, 0.3)
+    v = np.full(7, 2.0)
+    points = [(1.0, q1, v), (1.04, q2, np.zeros(7))]
+    on_time = TrajectoryInterpolator(q0)
+    assert on_time.set_trajectory(0.9, points)
+    late = TrajectoryInterpolator(q0)
+    assert late.set_trajectory(1.01, points)  # after the first point: no join from q0
+    c = hermite_cubic(q1, v, q2, np.zeros(7), 0.04)
+    for t in (1.01, 1.02, 1.039):
+        s = t - 1.0
+        expected = c[0] + c[1] * s + c[2] * s**2 + c[3] * s**3
+        np.testing.assert_allclose(late.sample(t)[0], expected, atol=1e-12)
+        np.testing.assert_allclose(on_time.sample(t)[0], expected, atol=1e-12)
+    assert late.sample(1.01)[0][0] > 0.1  # it jumped from q0 onto the message's spline
+
+
+def _late_drive(delay_of, steps: int = 150, seed: int = 0) -> EmulatedArm:
+    """Plans every 40 ms toward targets that change every 5 steps (a fast policy), each sent to
+    the emulated FR3 ``delay_of(k)`` s after its stamp; the arm after all of it."""
+    rng = np.random.default_rng(seed)
+    limiter = _limiter()
+    arm = EmulatedArm(FR3, SERVED.home, t=1.0)
+    target = SERVED.home
+    for k in range(steps):
+        now = 1.0 + k * T
+        if k % 5 == 0:
+            target = np.clip(SERVED.home + rng.uniform(-0.6, 0.6, 7), LOWER + 0.1, UPPER - 0.1)
+        plan = limiter.plan_step(target, now, SERVED.home)
+        arrival = now + delay_of(k)
+        arm.advance(arrival)
+        arm.command_trajectory(arrival, [(plan.t0 + t, p, v) for t, p, v in plan.points()])
+    arm.advance(1.0 + steps * T + 2.0)
+    return arm
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_plans_arriving_within_the_timing_tolerance_never_trip_the_reflex(seed):
+    """The contract between the planner and the controller: a plan that reaches the arm up to
+    trajectory_timing_tolerance (20 ms) after its stamp joins the motion exactly. Constant
+    delays, random ones, and one that lands just inside the window."""
+    tol = _limiter().limits.timing_tolerance
+    assert tol == pytest.approx(0.02)
+    rng = np.random.default_rng(seed + 10)
+    for delay_of in (
+        lambda k: 0.0,
+        lambda k: 0.0195,
+        lambda k: rng.uniform(0, 0.0195),
+        lambda k: 0.0195 if k == 40 else 0.001,
+    ):
+        arm = _late_drive(delay_of, seed=seed)
+        assert arm.reflexes == 0, arm.fault
+
+
+def test_a_plan_arriving_after_the_timing_tolerance_trips_the_reflex():
+    """And the other side of it, which the bridge must avoid (it re-plans or drops a plan that
+    is late before it is sent): 30 ms late, once, faults the arm, as on the robot."""
+    arm = _late_drive(lambda k: 0.03 if k == 40 else 0.001)
+    assert arm.reflexes == 1 and "discontinuity" in arm.fault
+
+
 def test_a_position_step_every_40_ms_trips_the_reflex():
     """What the bridge sent before: 25 Hz position steps, with or without a linear
     trajectory between them. Franka's controller aborts (franka_ros2 #55, #168)."""

@@ -47,6 +47,9 @@ def test_a_panda_policy_drives_the_emulated_fr3_without_a_reflex(tmp_path):
         # As bench/fr3_trajectory.py: light on the CPU, so commands reach sim_arm in time.
         bridge_params=["-p", "robot:=fr3", "-p", "keep_warm:=false"],
         sim_params=["-p", "robot:=fr3", "-p", "joint_state_rate:=100.0"],
+        # The emulated robot runs as a real arm's controller does, real-time (where this machine
+        # allows it); the bridge under test keeps normal scheduling, whatever else loads the CPU.
+        sim_rt_priority=20,
         domain_id=DOMAIN,
         workdir=tmp_path,
     ) as s:

@@ -6,8 +6,12 @@ and, optionally, by the training environments (so simulation and bridge agree).
 a new trajectory: it starts from the state it is commanding at that instant and joins the points
 by cubic Hermite splines when they carry positions and velocities (linear segments when they
 carry positions only); the times are the header stamp plus each ``time_from_start`` (the arrival
-time when the stamp is zero); points already in the past are dropped, and a trajectory that ends
-in the past is refused. After the last point it holds that position.
+time when the stamp is zero). As ros2_controllers' ``Trajectory::sample``: the commanded state
+at arrival is joined to the first point only when that point still lies ahead; a trajectory
+that arrives after its first point is sampled between its own points from then on, so the
+command jumps to wherever the new spline is at that instant (a plan that follows the previous
+one up to that instant joins it exactly; any other faults the reflex, as on the robot). A
+trajectory that ends in the past is refused. After the last point it holds that position.
 
 :class:`Reflex` checks every 1 kHz sample of the commanded motion, as libfranka checks the
 commands of its motion generators: position inside the limits, and the velocity, acceleration
@@ -50,25 +54,38 @@ class TrajectoryInterpolator:
         self._k = 0  # the segment sampled last (samples mostly move forward in time)
 
     def set_trajectory(self, t: float, points: Sequence[Point]) -> bool:
-        """Start a new trajectory at time ``t`` from the state commanded at ``t``. False (the old
-        one goes on) when every point lies in the past."""
-        points = [p for p in points if p[0] > t]
-        if not points:
+        """Start a new trajectory that arrives at time ``t``: from the state commanded at ``t``
+        to its first point if that lies ahead, else between its own points (see the module
+        docstring). False (the old one goes on) when every point lies in the past."""
+        if not points or points[-1][0] <= t:
             return False
-        q, v = self.sample(t)
+        # The points that still matter: the last one at or before t (a segment from it may be
+        # running at t), and every one after.
+        first = 0
+        while first + 1 < len(points) and points[first + 1][0] <= t:
+            first += 1
+        if points[first][0] > t:  # the first point lies ahead: join it from the commanded state
+            q, v = self.sample(t)
+            t_prev, q_prev, v_prev, has_v = t, q, v, True
+            rest = points
+        else:
+            t_prev, q_prev, v_prev = points[first]
+            q_prev = np.asarray(q_prev, dtype=np.float64)
+            has_v = v_prev is not None
+            v_prev = np.asarray(v_prev, dtype=np.float64) if has_v else np.zeros_like(q_prev)
+            rest = points[first + 1 :]
         segments = []
-        t_prev, q_prev, v_prev = t, q, v
-        for t_k, q_k, v_k in points:
+        for t_k, q_k, v_k in rest:
             q_k = np.asarray(q_k, dtype=np.float64)
             duration = t_k - t_prev
-            if v_k is None:
-                coeffs = None  # linear: positions only
-                v_k_arr = np.zeros_like(q_k)
+            v_k_arr = np.zeros_like(q_k) if v_k is None else np.asarray(v_k, dtype=np.float64)
+            if v_k is None or not has_v or duration <= 0:
+                coeffs = None  # linear: positions only (as the controller, if either lacks them)
             else:
-                v_k_arr = np.asarray(v_k, dtype=np.float64)
                 coeffs = hermite_cubic(q_prev, v_prev, q_k, v_k_arr, duration)
-            segments.append((t_prev, t_k, coeffs, q_prev, q_k))
-            t_prev, q_prev, v_prev = t_k, q_k, v_k_arr
+            if duration > 0:
+                segments.append((t_prev, t_k, coeffs, q_prev, q_k))
+            t_prev, q_prev, v_prev, has_v = t_k, q_k, v_k_arr, v_k is not None
         self._segments, self._k = segments, 0
         self._hold = q_prev.copy()
         return True
@@ -212,6 +229,11 @@ class EmulatedArm:
         self._tick = int(np.floor(t / self.dt))
         self._last = np.array(position, dtype=np.float64)
 
+    @property
+    def tick_time(self) -> float:
+        """The time of the last 1 kHz tick run (commanded and checked)."""
+        return self._tick * self.dt
+
     def recover(self, t: float) -> None:
         """Clear a fault: the arm is at rest where it stopped."""
         self.fault = ""
@@ -234,7 +256,7 @@ class EmulatedArm:
         if self.fault:
             self.rejected += 1
             return False
-        return self.interpolator.set_trajectory(max(t, self._tick * self.dt), points)
+        return self.interpolator.set_trajectory(max(t, self.tick_time), points)
 
     def advance(self, t: float) -> np.ndarray:
         """Run the 1 kHz ticks up to ``t``; the commanded position at ``t``. A few ticks (a

@@ -7,8 +7,13 @@ stamps are compared with it, never with arrival times on another clock (issue #1
 
 A step, in order: the operator guard may lapse the enable (no heartbeat, run time up); an
 implausible newest joint state, a stale one (by stamp), or a refused or stale goal or object
-pose holds; else the policy steps and the safety filter bounds its targets; last, the command's
-TCP (forward kinematics) must lie in the workspace box, or the step is undone and held.
+pose holds; else the policy steps and the safety filter bounds its targets; then the command's
+TCP (forward kinematics) must lie in the workspace box, or the step is undone and held. Last,
+with the trajectory output, a plan that is already more than a quarter of
+``trajectory_timing_tolerance`` old when it is done (the process was descheduled: a loaded
+machine) is planned again from the current time; if that one is late too, nothing is sent and
+the previous plan, which ends at rest, goes on. A plan that reached the controller after its
+tolerance would make the commanded motion jump (a reflex on a Franka arm).
 """
 
 from __future__ import annotations
@@ -161,19 +166,29 @@ class ControlCore:
                 else:
                     targets, gripper = step.targets, step.gripper
         box = self.operator.config.has_box and targets is not None
-        saved = operator_safety.snapshot(safety) if box else None
-        plan_now = None if plan_clock is None else plan_clock()
-        decision = safety.filter(targets, measured, state_age, gripper, problem or OK, now=plan_now)
-        if box and decision.status == OK:
-            # After the filter, on the joints to be sent (either action mode): FK of the command.
-            outside = self.operator.outside_workspace(runner.kinematics.ee_pos(decision.joints))
-            if outside:
-                operator_safety.restore(safety, saved)  # as if this step never ran
-                # A hold through the whole filter: with motion limits it brakes along a plan.
-                decision = safety.filter(
-                    None, measured, state_age, None, HOLD_WORKSPACE, now=plan_now
+        timed = plan_clock is not None and safety.motion is not None
+        saved = operator_safety.snapshot(safety) if box or timed else None
+        for attempt in range(2):
+            plan_now = None if plan_clock is None else plan_clock()
+            decision = self._filter(targets, measured, state_age, gripper, problem, plan_now, saved)
+            if not timed or decision.plan is None:
+                break
+            late = plan_clock() - plan_now
+            if late <= safety.motion.timing_tolerance / 4:
+                break
+            operator_safety.restore(safety, saved)  # as if this step never ran
+            self.counters["late_plans"] += 1
+            if attempt == 1:
+                self.log(
+                    "late-plan",
+                    f"two plans in a row were {late * 1e3:.1f} ms old when done (more than a "
+                    f"quarter of trajectory_timing_tolerance, "
+                    f"{safety.motion.timing_tolerance:g} s): not sending; the previous plan "
+                    "goes on to rest. Is the machine overloaded?",
                 )
-                self.refused(HOLD_WORKSPACE, outside)
+                self.counters["late_plans_dropped"] += 1
+                self.status = "late plan: not sent"
+                return None, step, state_age
         if decision.status == HOLD_STALE and state_age is not None:
             self.log(
                 HOLD_STALE,
@@ -186,6 +201,23 @@ class ControlCore:
         if self.gripper is not None and decision.status == OK and decision.gripper is not None:
             self.gripper.command(decision.gripper, now)
         return decision, step, state_age
+
+    def _filter(self, targets, measured, state_age, gripper, problem, plan_now, saved) -> Decision:
+        """The safety filter's decision, then the workspace box (undone and held outside it)."""
+        safety = self.safety
+        decision = safety.filter(targets, measured, state_age, gripper, problem or OK, now=plan_now)
+        if self.operator.config.has_box and targets is not None and decision.status == OK:
+            # After the filter, on the joints to be sent (either action mode): FK of the command.
+            kinematics = self.runner.kinematics
+            outside = self.operator.outside_workspace(kinematics.ee_pos(decision.joints))
+            if outside:
+                operator_safety.restore(safety, saved)  # as if this step never ran
+                # A hold through the whole filter: with motion limits it brakes along a plan.
+                decision = safety.filter(
+                    None, measured, state_age, None, HOLD_WORKSPACE, now=plan_now
+                )
+                self.refused(HOLD_WORKSPACE, outside)
+        return decision
 
     def _task_inputs(self, now: float) -> tuple[tuple, str]:
         """(goal, object position, object quaternion) and ``OK``; or ``''`` while one has not

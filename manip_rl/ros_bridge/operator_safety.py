@@ -171,5 +171,6 @@ def _copied(value: Any) -> Any:
 
 
 def restore(safety_filter: Any, state: dict) -> None:
-    """Put back the state :func:`snapshot` took: the filter forgets the step since."""
-    vars(safety_filter).update(state)
+    """Put back the state :func:`snapshot` took: the filter forgets the step since. Copies
+    again, so ``state`` can be restored more than once (a re-planned step)."""
+    vars(safety_filter).update({k: _copied(v) for k, v in state.items()})

@@ -36,6 +36,7 @@ class SimSession:
         workdir: str | os.PathLike | None = None,
         startup_timeout: float = 90.0,
         rt_priority: int = 0,
+        sim_rt_priority: int | None = None,
         sim_cpus: str | None = None,
         bridge_cpus: str | None = None,
     ) -> None:
@@ -51,6 +52,9 @@ class SimSession:
         self.stats_path = self.workdir / "bridge_stats.json"
         self.startup_timeout = startup_timeout
         self.rt_priority = rt_priority
+        # The emulated robot's own priority (default: rt_priority, as the bridge's): a real arm's
+        # controller runs real-time, so a test of the bridge under load runs sim_arm so.
+        self.sim_rt_priority = rt_priority if sim_rt_priority is None else sim_rt_priority
         self.sim_cpus, self.bridge_cpus = sim_cpus, bridge_cpus
         for spec in (sim_cpus, bridge_cpus):
             if spec:
@@ -79,10 +83,11 @@ class SimSession:
         import rclpy
 
         rt = ["--rt-priority", str(self.rt_priority)] if self.rt_priority else []
+        sim_rt = ["--rt-priority", str(self.sim_rt_priority)] if self.sim_rt_priority else []
         sim_pin = ["--cpus", self.sim_cpus] if self.sim_cpus else []
         bridge_pin = ["--cpus", self.bridge_cpus] if self.bridge_cpus else []
         sim_args = [
-            *rt,
+            *sim_rt,
             *sim_pin,
             "--params-file",
             self.params_file,

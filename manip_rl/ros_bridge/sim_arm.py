@@ -41,6 +41,9 @@ commands until ``/action_server/error_recovery`` is called. That is a ``std_srvs
 service here (franka_ros2's is a ``franka_msgs/action/ErrorRecovery`` action, and franka_msgs is
 not installable from PyPI). ``~/reflexes`` (``std_msgs/UInt32``) counts the faults.
 ``actuator_latency`` delays a trajectory's stamp with its arrival, so it runs as planned, late.
+This node is no real-time controller: on a loaded machine a trajectory can reach it late
+(the reflex then reports how late the last one started). ``--rt-priority`` runs it as a robot's
+controller runs, under SCHED_FIFO.
 """
 
 from __future__ import annotations
@@ -195,6 +198,7 @@ class SimArm(Node):
         home = self.data.ctrl[self.ids.arm_actuators] + SIM_JOINT_OFFSETS
         self.arm.reset(home, time.perf_counter())
         self._reported_fault = ""
+        self._last_start_delay = 0.0
         self._history: collections.deque = collections.deque()  # (time, sample)
         now = time.perf_counter()
         self._published = None
@@ -255,7 +259,7 @@ class SimArm(Node):
         q = self._check_arm(msg.data, "forward position command")
         if q is not None:
             self.counters["commands"] += 1
-            self._pending.append((time.perf_counter() + self.actuator_latency, "arm", q))
+            self._schedule(time.perf_counter() + self.actuator_latency, "arm", q)
 
     def _reject_trajectory(self, kind: str, why: str) -> None:
         self.counters["rejected_trajectories"] += 1
@@ -312,12 +316,20 @@ class SimArm(Node):
             self.counters["stale_trajectories"] += 1
             return
         # A stamped trajectory starts actuator_latency after its stamp, as a controller that has
-        # it by then would; or, arriving later, at the next 1 kHz tick (from the state it
-        # commands then; the bridge's plans follow the previous one for a while, so a late one
-        # joins the motion smoothly).
+        # it by then would; or, arriving later, at the next 1 kHz tick (sampled between its
+        # points as a joint_trajectory_controller does: the bridge's plans follow the previous
+        # one for trajectory_timing_tolerance s, so one arriving within that joins exactly).
         t0 = t_stamp + self.actuator_latency if stamp_ns else now + self.actuator_latency
         points = [(t0 + t, q, v) for t, q, v in points]
-        self._pending.append((max(now, t0), "trajectory", (t0, points)))
+        self._schedule(max(now, t0), "trajectory", (t0, points))
+
+    def _schedule(self, t: float, kind: str, value) -> None:
+        """Queue a command for time ``t``, the queue kept in time order."""
+        pending = self._pending
+        i = len(pending)
+        while i and pending[i - 1][0] > t:
+            i -= 1
+        pending.insert(i, (t, kind, value))
 
     def _on_gripper(self, msg: Float64MultiArray) -> None:
         g = np.asarray(msg.data, dtype=np.float64)
@@ -327,7 +339,7 @@ class SimArm(Node):
             )
             return
         g = np.clip(g, 0.0, policy_io.GRIPPER_MAX_OPENING / 2)
-        self._pending.append((time.perf_counter() + self.actuator_latency, "gripper", g))
+        self._schedule(time.perf_counter() + self.actuator_latency, "gripper", g)
 
     def _apply_pending(self, t: float) -> None:
         d, ids, arm = self.data, self.ids, self.arm
@@ -338,6 +350,9 @@ class SimArm(Node):
                 arm.command_position(value)
             elif kind == "trajectory":
                 t_start, points = value
+                # How late it starts after its stamp (+ actuator latency): beyond the bridge's
+                # trajectory_timing_tolerance the arm's motion may jump (a reflex).
+                self._last_start_delay = max(t_start, arm.tick_time) - t_start
                 if not arm.command_trajectory(t_start, points) and not arm.fault:
                     self._reject_trajectory("past", "every point lies in the past")
             else:
@@ -346,7 +361,9 @@ class SimArm(Node):
         if arm.fault and arm.fault != self._reported_fault:
             self._reported_fault = arm.fault
             self.get_logger().error(
-                f"reflex: {arm.fault}; the arm stopped. Call {self._recovery_name} to recover"
+                f"reflex: {arm.fault}; the arm stopped. Call {self._recovery_name} to recover "
+                f"(the last trajectory started {self._last_start_delay * 1e3:.1f} ms after its "
+                "stamp + actuator_latency)"
             )
 
     # ------------------------------------------------------------------ physics and sensing
