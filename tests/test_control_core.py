@@ -240,6 +240,15 @@ def test_a_plan_late_before_it_is_sent_is_replanned_and_twice_late_is_not_sent(p
     kept = core.safety._limiter.plan
     assert kept.t0 == previous.t0 and np.array_equal(kept.pos, previous.pos)
     assert logged and logged[-1][0] == "late-plan" and "not sending" in logged[-1][1]
+    # Late at the write (the node's check, after the message is built): taken back.
+    t += 0.04
+    feed_fr3(t)
+    decision, _, _ = core.step(t, plan_clock=SteppedClock(t, []))
+    assert decision is not None and core.safety._limiter.plan is decision.plan
+    core.take_back(0.012)
+    kept = core.safety._limiter.plan
+    assert kept.t0 == previous.t0 and np.array_equal(kept.pos, previous.pos)
+    assert core.counters["late_plans_dropped"] == 2 and "12.0 ms old" in logged[-1][1]
     # On time again: sent, and it follows the plan the arm is still running.
     t += 0.04
     feed_fr3(t)

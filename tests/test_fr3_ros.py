@@ -139,3 +139,59 @@ def test_a_violent_command_faults_the_emulated_fr3_until_error_recovery(tmp_path
             executor.shutdown()
             node.destroy_node()
             dds.stop_node(proc)
+
+
+def test_the_bridges_output_does_not_write_a_plan_found_late_at_the_write():
+    """CommandOutput over DDS in this process: a new plan older than max_age when its message is
+    built is not published (its age comes back, for the node to take the step back); an on-time
+    one is, and so is a plan re-sent unchanged whatever its age (the start plan's rest)."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    from manip_rl.robots.motion import TrajectoryPlan
+    from manip_rl.ros_bridge.commands import CommandOutput
+
+    with dds.local_context(DOMAIN + 2) as ctx:
+        node = rclpy.create_node(f"fr3_output_{os.getpid()}", context=ctx)
+        executor = SingleThreadedExecutor(context=ctx)
+        executor.add_node(node)
+        got: list[JointTrajectory] = []
+        node.create_subscription(JointTrajectory, TRAJECTORY_TOPIC, got.append, 10)
+        params = {
+            "output": "trajectory",
+            "command_topic": "/unused",
+            "trajectory_topic": TRAJECTORY_TOPIC,
+            "trajectory_time_from_start": 0.0,
+            "gripper_topic": "/unused_gripper",
+        }
+        try:
+            out = CommandOutput(node, params.__getitem__, FR3.joint_names, False, 0.04)
+
+            def plan(t0: float) -> TrajectoryPlan:
+                rest = np.zeros((2, 7))
+                pos = np.array([FR3.home, FR3.home])
+                return TrajectoryPlan(t0, np.array([0.0, 0.04]), pos, rest, rest.copy())
+
+            def received(n: int) -> bool:
+                end = time.monotonic() + 5
+                while len(got) < n and time.monotonic() < end:
+                    _spin(executor, 0.02)
+                _spin(executor, 0.1)
+                return len(got) == n
+
+            end = time.monotonic() + 10
+            while not out.publishers[0].get_subscription_count():
+                assert time.monotonic() < end
+                _spin(executor, 0.05)
+            on_time = plan(out.plan_clock())
+            assert out.publish(FR3.home, None, on_time, max_age=0.005) is None
+            assert received(1)
+            late = plan(out.plan_clock() - 0.012)
+            age = out.publish(FR3.home, None, late, max_age=0.005)
+            assert age is not None and age >= 0.012
+            assert received(1)  # nothing more arrived
+            _spin(executor, 0.02)
+            assert out.publish(FR3.home, None, on_time, max_age=0.005) is None  # a re-send
+            assert received(2)
+        finally:
+            executor.shutdown()
+            node.destroy_node()

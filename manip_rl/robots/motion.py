@@ -266,6 +266,14 @@ class MotionLimiter:
     def plan(self) -> TrajectoryPlan | None:
         return self._plan
 
+    def __deepcopy__(self, memo: dict) -> MotionLimiter:
+        # The limits and plans are frozen and never changed in place (a new plan replaces the
+        # old one): a copy shares them. The bridge copies its filter every step (a command it
+        # may have to take back), so this keeps that copy cheap.
+        other = MotionLimiter.__new__(MotionLimiter)
+        vars(other).update(vars(self))
+        return other
+
     def reset(self) -> None:
         self._plan = None
         self._start_until = -math.inf

@@ -80,12 +80,19 @@ class CommandOutput:
             node.create_publisher(Float64MultiArray, get("gripper_topic"), 10) if gripper else None
         )
         self.publishers = [p for p in (self._arm, self._gripper) if p is not None]
+        self._sent_plan: TrajectoryPlan | None = None
 
     def publish(
-        self, joints: np.ndarray, gripper: float | None, plan: TrajectoryPlan | None = None
-    ) -> None:
+        self,
+        joints: np.ndarray,
+        gripper: float | None,
+        plan: TrajectoryPlan | None = None,
+        max_age: float | None = None,
+    ) -> float | None:
         """Send joint targets (rad, ``joint_names`` order), or with the trajectory output the
-        ``plan`` (its ``t0`` on :attr:`plan_clock`), and, if given, a gripper opening (m)."""
+        ``plan`` (its ``t0`` on :attr:`plan_clock`), and, if given, a gripper opening (m).
+        A new plan more than ``max_age`` s old once its message is built is not sent: its age
+        is returned (None when sent). A plan re-sent unchanged is sent whatever its age."""
         values = [float(x) for x in joints]
         if self._position:
             self._arm.publish(Float64MultiArray(data=values))
@@ -101,7 +108,12 @@ class CommandOutput:
                 )
                 for t, q, v in plan.points()
             ]
+            if max_age is not None and plan is not self._sent_plan:
+                age = self.plan_clock() - plan.t0
+                if age > max_age:
+                    return age
             self._arm.publish(msg)
+            self._sent_plan = plan
         else:
             msg = JointTrajectory()
             msg.joint_names = self._joint_names
@@ -109,3 +121,4 @@ class CommandOutput:
             self._arm.publish(msg)
         if gripper is not None and self._gripper is not None:
             self._gripper.publish(Float64MultiArray(data=[gripper / 2, gripper / 2]))
+        return None

@@ -12,8 +12,10 @@ TCP (forward kinematics) must lie in the workspace box, or the step is undone an
 with the trajectory output, a plan that is already more than a quarter of
 ``trajectory_timing_tolerance`` old when it is done (the process was descheduled: a loaded
 machine) is planned again from the current time; if that one is late too, nothing is sent and
-the previous plan, which ends at rest, goes on. A plan that reached the controller after its
-tolerance would make the commanded motion jump (a reflex on a Franka arm).
+the previous plan, which ends at rest, goes on. The node checks the age once more just before
+it writes the message, and takes the step back (:meth:`ControlCore.take_back`) if it is more
+than half the tolerance old there (the other half is for the transport and the controller). A plan that reached the controller after its tolerance would make the commanded motion
+jump (a reflex on a Franka arm).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class ControlCore:
         self.reading = None
         self.state_stamp: float | None = None  # header stamp of the newest accepted state
         self.status = "inactive"
+        self._saved = None  # the filter before the last step (with motion limits): take_back
         self.lapse_detail = ""
         self.goal.reset()
         self.obj.reset()
@@ -168,6 +171,7 @@ class ControlCore:
         box = self.operator.config.has_box and targets is not None
         timed = plan_clock is not None and safety.motion is not None
         saved = operator_safety.snapshot(safety) if box or timed else None
+        self._saved = saved if timed else None
         for attempt in range(2):
             plan_now = None if plan_clock is None else plan_clock()
             decision = self._filter(targets, measured, state_age, gripper, problem, plan_now, saved)
@@ -179,15 +183,10 @@ class ControlCore:
             operator_safety.restore(safety, saved)  # as if this step never ran
             self.counters["late_plans"] += 1
             if attempt == 1:
-                self.log(
-                    "late-plan",
+                self._not_sent(
                     f"two plans in a row were {late * 1e3:.1f} ms old when done (more than a "
-                    f"quarter of trajectory_timing_tolerance, "
-                    f"{safety.motion.timing_tolerance:g} s): not sending; the previous plan "
-                    "goes on to rest. Is the machine overloaded?",
+                    "quarter of trajectory_timing_tolerance)"
                 )
-                self.counters["late_plans_dropped"] += 1
-                self.status = "late plan: not sent"
                 return None, step, state_age
         if decision.status == HOLD_STALE and state_age is not None:
             self.log(
@@ -201,6 +200,34 @@ class ControlCore:
         if self.gripper is not None and decision.status == OK and decision.gripper is not None:
             self.gripper.command(decision.gripper, now)
         return decision, step, state_age
+
+    @property
+    def max_plan_age(self) -> float | None:
+        """How old (s) a trajectory plan may be when it is written: half the timing tolerance,
+        the other half left for the transport and the controller (None without motion limits).
+        """
+        motion = self.safety.motion
+        return None if motion is None else motion.timing_tolerance / 2
+
+    def take_back(self, age: float) -> None:
+        """The step's plan was found ``age`` s old when about to be written: it is not sent.
+        The filter forgets the step, and the previous plan (which ends at rest) goes on."""
+        if self._saved is not None:
+            operator_safety.restore(self.safety, self._saved)
+        self.counters["late_plans"] += 1
+        self._not_sent(
+            f"a plan was {age * 1e3:.1f} ms old when about to be written (more than half of "
+            "trajectory_timing_tolerance)"
+        )
+
+    def _not_sent(self, why: str) -> None:
+        self.counters["late_plans_dropped"] += 1
+        self.status = "late plan: not sent"
+        self.log(
+            "late-plan",
+            f"{why}, {self.safety.motion.timing_tolerance:g} s: not sending; the previous plan "
+            "goes on to rest. Is the machine overloaded?",
+        )
 
     def _filter(self, targets, measured, state_age, gripper, problem, plan_now, saved) -> Decision:
         """The safety filter's decision, then the workspace box (undone and held outside it)."""

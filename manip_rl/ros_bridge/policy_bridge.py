@@ -452,7 +452,10 @@ class PolicyBridge(LifecycleNode):
             self.core.lapse_detail = ""
         if decision is None:
             return
-        self._output.publish(decision.joints, None, decision.plan)
+        late = self._output.publish(decision.joints, None, decision.plan, self.core.max_plan_age)
+        if late is not None:  # descheduled before the write: not sent, the step taken back
+            self.core.take_back(late)
+            return
         t_pub = time.perf_counter()
         self.counters["commands"] += 1
         if decision.status != OK:
