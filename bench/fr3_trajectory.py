@@ -147,6 +147,8 @@ def over_ros(policy_path: str, episodes: int, sim_rt_priority: int = 20) -> dict
         session.spin(0.3)
         reflexes = session.reflexes
     counters = session.bridge_stats().get("counters", {})  # written when the bridge stops
+    # Each reflex's line: the limit, the joint, and how late the last trajectory started.
+    reflex_lines = [line for line in session.log("sim_arm").splitlines() if "reflex:" in line]
     session.cleanup()
     return {
         "episodes": episodes,
@@ -156,6 +158,7 @@ def over_ros(policy_path: str, episodes: int, sim_rt_priority: int = 20) -> dict
         # Plans the bridge found late before sending: planned again, or (twice late) not sent.
         "late_plans": int(counters.get("late_plans", 0)),
         "late_plans_dropped": int(counters.get("late_plans_dropped", 0)),
+        "reflex_log": reflex_lines[:10],
     }
 
 
@@ -241,6 +244,8 @@ def main() -> int:
                 ),  # fmt: skip
                 flush=True,
             )
+        for line in ros["reflex_log"]:
+            print(f"{task:10s} sim_arm: {line}", flush=True)
         gap = (ros["successes"] - local["successes"]) / args.episodes
         print(f"{task:10s} success gap (ROS - in-process): {gap * 100:+.0f} points", flush=True)
     if args.json:
