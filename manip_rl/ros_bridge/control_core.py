@@ -14,8 +14,9 @@ with the trajectory output, a plan that is already more than a quarter of
 machine) is planned again from the current time; if that one is late too, nothing is sent and
 the previous plan, which ends at rest, goes on. The node checks the age once more just before
 it writes the message, and takes the step back (:meth:`ControlCore.take_back`) if it is more
-than half the tolerance old there (the other half is for the transport and the controller). A plan that reached the controller after its tolerance would make the commanded motion
-jump (a reflex on a Franka arm).
+than half the tolerance old there (the other half is for the transport and the controller). A
+plan that reached the controller after its tolerance would make the commanded motion jump (a
+reflex on a Franka arm).
 """
 
 from __future__ import annotations
