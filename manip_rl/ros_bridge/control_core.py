@@ -175,7 +175,9 @@ class ControlCore:
         self._saved = saved if timed else None
         for attempt in range(2):
             plan_now = None if plan_clock is None else plan_clock()
-            decision = self._filter(targets, measured, state_age, gripper, problem, plan_now, saved)
+            decision, outside = self._filter(
+                targets, measured, state_age, gripper, problem, plan_now, saved
+            )
             if not timed or decision.plan is None:
                 break
             late = plan_clock() - plan_now
@@ -189,6 +191,8 @@ class ControlCore:
                     "quarter of trajectory_timing_tolerance)"
                 )
                 return None, step, state_age
+        if outside:  # counted once, for the attempt that is sent
+            self.refused(HOLD_WORKSPACE, outside)
         if decision.status == HOLD_STALE and state_age is not None:
             self.log(
                 HOLD_STALE,
@@ -230,9 +234,13 @@ class ControlCore:
             "goes on to rest. Is the machine overloaded?",
         )
 
-    def _filter(self, targets, measured, state_age, gripper, problem, plan_now, saved) -> Decision:
-        """The safety filter's decision, then the workspace box (undone and held outside it)."""
+    def _filter(
+        self, targets, measured, state_age, gripper, problem, plan_now, saved
+    ) -> tuple[Decision, str]:
+        """The safety filter's decision, then the workspace box (undone and held outside it);
+        and why the command was outside the box ('' when it was not)."""
         safety = self.safety
+        outside = ""
         decision = safety.filter(targets, measured, state_age, gripper, problem or OK, now=plan_now)
         if self.operator.config.has_box and targets is not None and decision.status == OK:
             # After the filter, on the joints to be sent (either action mode): FK of the command.
@@ -244,8 +252,7 @@ class ControlCore:
                 decision = safety.filter(
                     None, measured, state_age, None, HOLD_WORKSPACE, now=plan_now
                 )
-                self.refused(HOLD_WORKSPACE, outside)
-        return decision
+        return decision, outside
 
     def _task_inputs(self, now: float) -> tuple[tuple, str]:
         """(goal, object position, object quaternion) and ``OK``; or ``''`` while one has not
